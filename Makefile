@@ -1,0 +1,41 @@
+# promptrl - everything a fresh machine needs goes through these targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# llama-cpp-python is built from source: a native build crashes on these CPUs (AMX), so pin the ISA.
+export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+# litellm: use the bundled model price map instead of downloading it at import.
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+.PHONY: help install train seed-script test test-fast bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install promptrl (builds llama-cpp-python once, ~9 min)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install -e ".[dev]"
+	touch $(STAMP)
+
+train: install  ## the main job: default offline experiment on the embedded model (~5 min)
+	$(BIN)/promptrl train +optimizer=random_few_shot
+
+seed-script: install  ## the Synalinks-style Python script on the offline task
+	$(BIN)/python experiments/seed_offline.py
+
+test: install  ## all tests (unit + integration on the embedded model + CLI)
+	$(BIN)/python -m pytest -q
+
+test-fast: install  ## unit tests only (scripted LM)
+	$(BIN)/python -m pytest -q -m "not integration"
+
+bench: install  ## benchmarks (print ratios)
+	$(BIN)/python bench/bench_local_lm.py
+
+clean:  ## remove the venv and outputs
+	rm -rf $(VENV) outputs

@@ -1,0 +1,202 @@
+"""The `promptrl` command: thin Typer commands that hand Hydra overrides to `hydra.main`.
+
+Hydra gets the real argv (swapped in around the `hydra.main` call), so multirun, launchers,
+`--cfg job`, `--info` and run dirs all work as in any Hydra app. User errors print one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from promptrl import __version__
+
+CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
+log = logging.getLogger("promptrl")
+
+
+def config_dir() -> Path:
+    """`conf/` of this checkout (the package is installed editable from it), or $PROMPTRL_CONFIG_DIR."""
+    path = Path(os.environ.get("PROMPTRL_CONFIG_DIR") or Path(__file__).resolve().parent.parent / "conf")
+    if not (path / "train.yaml").is_file():
+        raise typer.BadParameter(f"no promptrl configs in {path}; set PROMPTRL_CONFIG_DIR to a conf/ folder")
+    return path
+
+
+def config_groups_help() -> str:
+    """Config groups and their options, read from conf/ (shown in --help)."""
+    try:
+        root = config_dir()
+    except typer.BadParameter:
+        return ""
+    # "\b" keeps click from re-wrapping the paragraph that follows it.
+    lines = ["\b", "Config groups (GROUP=OPTION; the optimizer is added with +optimizer=OPTION):"]
+    for group in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "hydra"):
+        options = sorted(f.stem for f in group.glob("*.yaml"))
+        lines.append(f"  {group.name:<16} {', '.join(options)}")
+    lines += ["", "\b", "Override any key: nb_runs=5 dataset.test_size=50 language_model.model=openai/gpt-4o-mini",
+              "Sweep: -m optimizer.k=1,3,5    Composed config: --cfg job    Tracebacks: --debug"]
+    return "\n".join(lines)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="promptrl - train LM programs with rewards (the prompts are the weights).")
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"promptrl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Show the version and exit.")):
+    """promptrl - train LM programs with rewards (the prompts are the weights)."""
+
+
+def _one_line(text: str) -> str:
+    """Hydra's multi-line error report as one line (its 'HYDRA_FULL_ERROR' hint dropped)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
+    lines = [ln for ln in lines if not ln.startswith(("Traceback", "File ", "^"))]
+    return " ".join(lines).replace("\t", " ")
+
+
+def redact_override(override: str) -> str:
+    """`language_model.api_key=sk-...` -> `language_model.api_key=***` (never write keys to outputs)."""
+    from promptrl.language_model import SECRET_KEYS
+
+    key, sep, value = override.partition("=")
+    return f"{key}{sep}***" if sep and any(s in key.lower() for s in SECRET_KEYS) else override
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise SystemExit(1)
+
+
+def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, debug: bool, task) -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from promptrl.errors import UserError
+
+    if debug:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    started = {"task": False}
+    real_stderr = sys.stderr
+
+    def job(cfg) -> None:
+        started["task"] = True
+        sys.stderr = real_stderr  # composition succeeded: stop capturing Hydra's error report
+        hydra_cfg = HydraConfig.get()
+        output_dir = Path(hydra_cfg.runtime.output_dir)
+        in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "overrides.yaml").write_text(
+            "".join(f"- {redact_override(o)}\n" for o in hydra_cfg.overrides.task))
+        try:
+            task(cfg, output_dir, list(hydra_cfg.overrides.task))
+        except UserError as error:
+            if debug:
+                raise
+            if in_sweep:  # one failed job must not stop the sweep
+                (output_dir / "FAILED").write_text(f"{error}\n")
+                log.error("job failed: %s", error)
+                return
+            _fail(str(error))
+
+    main_fn = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(job)
+    saved_argv = sys.argv
+    sys.argv = [f"promptrl {command}", *args, *(["--multirun"] if multirun else [])]
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(real_stderr if debug else captured):
+            main_fn()
+    except SystemExit as exit_:
+        if exit_.code not in (0, None) and not started["task"] and captured.getvalue().strip():
+            _fail(_one_line(captured.getvalue()) + " (see `promptrl " + command + " --help` for groups and options)")
+        raise
+    finally:
+        sys.argv = saved_argv
+        if captured.getvalue() and started["task"]:
+            real_stderr.write(captured.getvalue())
+
+
+def _print_table(title: str, results: dict[str, dict | None]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    present = {label: r for label, r in results.items() if r}
+    if not present:
+        return
+    table = Table(title=title)
+    table.add_column("metric")
+    for label in present:
+        table.add_column(f"{label} (mean ± std)", justify="right")
+    keys = list(next(iter(present.values()))["mean"])
+    for key in keys:
+        table.add_row(key, *[f"{r['mean'][key]:.3f} ± {r['std'][key]:.3f}" for r in present.values()])
+    Console().print(table)
+
+
+@app.command(context_settings=CONTEXT, epilog=config_groups_help())
+def train(
+    ctx: typer.Context,
+    multirun: bool = typer.Option(False, "-m", "--multirun", help="Run a sweep (Hydra multirun)."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+):
+    """Baseline runs -> fit with best checkpoint on val_reward -> final runs -> plots and report.
+
+    Pass Hydra overrides after the command, e.g. `promptrl train +optimizer=random_few_shot nb_runs=5`.
+    """
+    from promptrl.experiment import run_train
+
+    def task(cfg, output_dir: Path, overrides: list[str]) -> None:
+        result = run_train(cfg, output_dir, progress=progress, log=log.info)
+        _print_table(f"{cfg.task_name}: mean ± std over {cfg.nb_runs} runs",
+                     {"baseline": result["baseline"], "trained": result["final"]})
+        typer.echo(f"run dir: {output_dir}")
+
+    run_hydra("train", "train", ctx.args, multirun, debug, task)
+
+
+@app.command(context_settings=CONTEXT, epilog=config_groups_help())
+def evaluate(
+    ctx: typer.Context,
+    runs: int = typer.Option(None, "--runs", min=1, help="Number of evaluation runs (nb_runs)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="A *.program.json to evaluate."),
+    multirun: bool = typer.Option(False, "-m", "--multirun", help="Run a sweep (Hydra multirun)."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+):
+    """Evaluate a program (from the config or a checkpoint): mean ± std over runs."""
+    from promptrl.experiment import run_evaluate
+
+    args = list(ctx.args)
+    if runs is not None:
+        args.append(f"nb_runs={runs}")
+    if checkpoint is not None:
+        if not checkpoint.is_file():
+            _fail(f"checkpoint not found: {checkpoint}; pass the path of a *.program.json from a run dir")
+        args.append(f"checkpoint={checkpoint.resolve()}")
+    override_lm = any(a.lstrip("+~").startswith("language_model") for a in ctx.args)
+
+    def task(cfg, output_dir: Path, overrides: list[str]) -> None:
+        result = run_evaluate(cfg, output_dir, progress=progress, log=log.info, override_language_model=override_lm)
+        _print_table(f"{cfg.task_name}: mean ± std over {cfg.nb_runs} runs", {"evaluation": result["evaluation"]})
+        typer.echo(f"run dir: {output_dir}")
+
+    run_hydra("evaluate", "evaluate", args, multirun, debug, task)
+
+
+if __name__ == "__main__":
+    app()

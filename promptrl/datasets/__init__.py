@@ -1,0 +1,109 @@
+"""Datasets: a registry of loaders returning train/test pools plus their data models.
+
+    ds = promptrl.datasets.load("sentiment", seed=0)
+    (x_train, y_train), (x_test, y_test) = ds.load_data()
+    train, val, test = ds.splits(train_size=16, val_size=12, test_size=20, seed=0)
+
+Validation examples always come from the train pool, so they never overlap the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from promptrl.errors import UserError
+
+_REGISTRY: dict[str, Callable[..., "Dataset"]] = {}
+
+
+def register(name: str):
+    def decorator(loader):
+        _REGISTRY[name] = loader
+        return loader
+
+    return decorator
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load(name: str, **kwargs) -> "Dataset":
+    if name not in _REGISTRY:
+        raise UserError(f"unknown dataset '{name}'; available: {', '.join(available())}")
+    return _REGISTRY[name](**kwargs)
+
+
+@dataclass
+class Split:
+    x: list
+    y: list
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __iter__(self):  # (x, y) = split
+        return iter((self.x, self.y))
+
+    def __getitem__(self, i):  # split[0] is x, split[1] is y, like a (x, y) tuple
+        return (self.x, self.y)[i]
+
+
+def _key(x) -> str:
+    return json.dumps(x.model_dump() if hasattr(x, "model_dump") else x, sort_keys=True)
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: list
+    y_train: list
+    x_test: list
+    y_test: list
+    input_data_model: type
+    output_data_model: type
+
+    def load_data(self):
+        """((x_train, y_train), (x_test, y_test)) as in Keras/Synalinks."""
+        return (self.x_train, self.y_train), (self.x_test, self.y_test)
+
+    def splits(self, train_size: int | None, val_size: int, test_size: int | None, seed: int | None = 0):
+        """Disjoint (train, val, test) Splits. Sizes None mean "all that is left".
+
+        Train and validation are sampled from the train pool after removing any example whose
+        input also appears in the test split (duplicates across the canonical files would leak).
+        """
+        rng = random.Random(seed)
+        test_idx = list(range(len(self.x_test)))
+        rng.shuffle(test_idx)
+        test_idx = test_idx[:test_size] if test_size is not None else test_idx
+        test_keys = {_key(self.x_test[i]) for i in test_idx}
+        pool, seen = [], set(test_keys)
+        for i in range(len(self.x_train)):  # drop test inputs and repeated inputs from the train pool
+            key = _key(self.x_train[i])
+            if key not in seen:
+                seen.add(key)
+                pool.append(i)
+        rng.shuffle(pool)
+        wanted = (train_size if train_size is not None else len(pool) - val_size) + val_size
+        if val_size < 0 or wanted > len(pool) or (test_size or 0) > len(self.x_test):
+            raise UserError(
+                f"dataset '{self.name}' has {len(pool)} train-pool and {len(self.x_test)} test examples; "
+                f"asked for train_size={train_size}, val_size={val_size}, test_size={test_size} - lower the sizes"
+            )
+        val_idx, train_idx = pool[:val_size], pool[val_size:wanted]
+
+        def take(xs, ys, idx):
+            return Split([xs[i] for i in idx], [ys[i] for i in idx])
+
+        return (take(self.x_train, self.y_train, train_idx), take(self.x_train, self.y_train, val_idx),
+                take(self.x_test, self.y_test, test_idx))
+
+
+# Loaders register themselves on import.
+from promptrl.datasets import gsm8k, jsonl, synthetic  # noqa: E402,F401
+
+__all__ = ["Dataset", "Split", "available", "load", "register"]

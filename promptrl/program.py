@@ -1,0 +1,271 @@
+"""Program: a functional graph of modules, with save/load as JSON and the Keras-like training API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pydantic
+
+from promptrl.data_model import data_model_from_spec, data_model_to_spec, import_object, import_path
+from promptrl.errors import UserError
+from promptrl.io import atomic_write_json
+from promptrl.language_model import LanguageModel
+from promptrl.modules import Generator, Module, RunContext, SymbolicNode, merge_data_models
+
+FORMAT = "promptrl.program/1"
+RESERVED_LOG_KEYS = ("reward", "failures")
+
+
+def _as_tuple(value) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+class Program:
+    """`Program(inputs, outputs, name, description)`: the graph between `inputs` and `outputs`."""
+
+    def __init__(self, inputs, outputs, name: str = "program", description: str | None = None):
+        self.inputs = _as_tuple(inputs)
+        self.outputs = _as_tuple(outputs)
+        self.name = name
+        self.description = description
+        self.nodes = self._topological_order()
+        names = [n.name for n in self.nodes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise UserError(f"program '{name}': module/input names {duplicates} are used twice; give unique name=")
+        missing = [n for n in self.nodes if n.module is None and n not in self.inputs]
+        if missing:
+            raise UserError(f"program '{name}': input {missing[0].name} is used but not listed in inputs")
+        self.output_data_model = merge_data_models([n.data_model for n in self.outputs], f"{name}_outputs")
+        self.reward = None
+        self.optimizer = None
+        self.metrics: list = []
+
+    def _topological_order(self) -> list[SymbolicNode]:
+        order, seen = [], set()
+
+        def visit(node):
+            if id(node) in seen:
+                return
+            seen.add(id(node))
+            for parent in node.parents:
+                visit(parent)
+            order.append(node)
+
+        for out in self.outputs:
+            visit(out)
+        return order
+
+    @property
+    def modules(self) -> list[Module]:
+        return [n.module for n in self.nodes if n.module is not None]
+
+    @property
+    def generators(self) -> list[Generator]:
+        return [m for m in self.modules if isinstance(m, Generator)]
+
+    @property
+    def language_models(self) -> list[LanguageModel]:
+        unique = {}
+        for g in self.generators:
+            unique.setdefault(id(g.language_model), g.language_model)
+        return list(unique.values())
+
+    def get_module(self, name: str) -> Module:
+        for module in self.modules:
+            if module.name == name:
+                return module
+        raise KeyError(name)
+
+    # ---- trainable state -------------------------------------------------------------
+    @property
+    def trainable_variables(self) -> dict[str, dict]:
+        """{module name: {"instructions": ..., "examples": [...]}} for every module with prompts."""
+        return {m.name: m.get_variables() for m in self.modules if m.get_variables() is not None}
+
+    def set_trainable_variables(self, variables: dict[str, dict]) -> None:
+        for name, value in variables.items():
+            self.get_module(name).set_variables(value)
+
+    # ---- running -----------------------------------------------------------------------
+    async def run(self, x, ctx: RunContext | None = None) -> pydantic.BaseModel:
+        """Run one example. Raises PredictionError if any module fails."""
+        ctx = ctx or RunContext()
+        values: dict[int, dict] = {}
+        data = x.model_dump() if isinstance(x, pydantic.BaseModel) else dict(x)
+        for node in self.inputs:
+            values[id(node)] = {k: data[k] for k in node.data_model.model_fields if k in data}
+        pending = [n for n in self.nodes if n.module is not None]
+        while pending:
+            # Every module whose parents are done runs now, concurrently.
+            ready = [n for n in pending if all(id(p) in values for p in n.parents)]
+            outputs = await asyncio.gather(*(n.module.call(self._merge(n.parents, values), ctx) for n in ready))
+            for node, output in zip(ready, outputs):
+                values[id(node)] = output.model_dump()
+            pending = [n for n in pending if id(n) not in values]
+        return self.output_data_model.model_validate(self._merge(self.outputs, values))
+
+    @staticmethod
+    def _merge(nodes, values) -> dict:
+        merged: dict[str, Any] = {}
+        for node in nodes:
+            merged.update(values[id(node)])
+        return merged
+
+    async def __call__(self, x, seed: int | None = None):
+        return await self.run(x, RunContext(seed=seed))
+
+    # ---- training API (see trainer.py) -------------------------------------------------------
+    def compile(self, reward=None, optimizer=None, metrics=None) -> None:
+        names = [m.name for m in metrics or []]
+        clash = sorted({n for n in names if names.count(n) > 1 or n in RESERVED_LOG_KEYS})
+        if clash:
+            raise UserError(f"metric name(s) {clash} clash with another metric or a log key "
+                            f"({', '.join(RESERVED_LOG_KEYS)}); give each metric a unique name=")
+        self.reward = reward
+        self.optimizer = optimizer
+        self.metrics = list(metrics or [])
+        if optimizer is not None:
+            optimizer.attach(self)
+
+    async def fit(self, x, y, validation_data=None, epochs: int = 1, batch_size: int = 8, callbacks=None, seed=0):
+        from promptrl.trainer import fit
+
+        return await fit(self, x, y, validation_data, epochs, batch_size, callbacks, seed)
+
+    async def evaluate(self, x, y, batch_size: int = 8, seed: int | None = None, callbacks=None) -> dict:
+        from promptrl.trainer import evaluate
+
+        return await evaluate(self, x, y, batch_size, seed, callbacks)
+
+    async def predict(self, x, batch_size: int = 8, seed: int | None = None) -> list:
+        from promptrl.trainer import predict
+
+        return [r.y_pred for r in await predict(self, x, batch_size, seed)]
+
+    # ---- inspection --------------------------------------------------------------------------
+    def summary(self) -> str:
+        lines = [f"Program: {self.name}" + (f" - {self.description}" if self.description else "")]
+        for node in self.nodes:
+            kind = type(node.module).__name__ if node.module else "Input"
+            parents = ", ".join(p.name for p in node.parents) or "-"
+            fields = ", ".join(node.data_model.model_fields)
+            lines.append(f"  {node.name:<24} {kind:<15} <- {parents:<24} -> {fields}")
+            if isinstance(node.module, Generator):
+                g = node.module
+                lines.append(f"  {'':<24} model={g.language_model.model} examples={len(g.examples)}")
+        return "\n".join(lines)
+
+    # ---- save / load ---------------------------------------------------------------------------
+    def get_state(self) -> dict:
+        lms, lm_names = {}, {}
+        for lm in self.language_models:
+            lm_names[id(lm)] = f"lm_{len(lms)}"
+            lms[lm_names[id(lm)]] = lm.get_config()
+        nodes = []
+        for node in self.nodes:
+            entry: dict[str, Any] = {"name": node.name}
+            if node.module is None:
+                entry.update(kind="Input", data_model=_data_model_ref(node.data_model))
+            else:
+                module = node.module
+                entry.update(kind=f"{type(module).__module__}:{type(module).__qualname__}")
+                entry["parents"] = [p.name for p in node.parents]
+                entry["config"] = module.get_config()
+                if isinstance(module, Generator):
+                    entry["data_model"] = _data_model_ref(module.data_model)
+                    entry["language_model"] = lm_names[id(module.language_model)]
+                entry["variables"] = module.get_variables()
+            nodes.append(entry)
+        state = {
+            "format": FORMAT,
+            "name": self.name,
+            "description": self.description,
+            "language_models": lms,
+            "nodes": nodes,
+            "inputs": [n.name for n in self.inputs],
+            "outputs": [n.name for n in self.outputs],
+        }
+        if self.optimizer is not None:
+            state["optimizer"] = {"class": type(self.optimizer).__name__, "state": self.optimizer.get_state()}
+        return state
+
+    def save(self, path) -> None:
+        """Write the program (graph, prompts, optimizer state) as JSON, atomically."""
+        atomic_write_json(path, self.get_state())
+
+    @classmethod
+    def load(cls, path, language_model: LanguageModel | None = None) -> Program:
+        """Rebuild a saved program. `language_model` replaces every saved one if given."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            raise UserError(f"program file not found: {path}; check the path (checkpoints end in .program.json)")
+        except json.JSONDecodeError as error:
+            raise UserError(f"program file {path} is not valid JSON ({error}); was it written by promptrl?")
+        return cls.from_state(state, language_model)
+
+    @classmethod
+    def from_state(cls, state: dict, language_model: LanguageModel | None = None) -> Program:
+        if state.get("format") != FORMAT:
+            raise UserError(f"not a promptrl program (format {state.get('format')!r}, expected {FORMAT!r})")
+        lms = {name: language_model or LanguageModel(**config) for name, config in state["language_models"].items()}
+        built: dict[str, SymbolicNode] = {}
+        for entry in state["nodes"]:
+            if entry["kind"] == "Input":
+                from promptrl.modules import Input
+
+                built[entry["name"]] = Input(_load_data_model(entry["data_model"]), name=entry["name"])
+                continue
+            module_cls = import_object(entry["kind"])
+            kwargs = dict(entry.get("config") or {})
+            if issubclass(module_cls, Generator):
+                initial = kwargs.pop("initial_instructions", None)
+                module = module_cls(
+                    data_model=_load_data_model(entry["data_model"]),
+                    language_model=lms[entry["language_model"]],
+                    instructions=initial,
+                    **kwargs,
+                )
+            else:
+                module = module_cls(**kwargs)
+            if entry.get("variables") is not None:
+                module.set_variables(entry["variables"])
+            parents = [built[p] for p in entry["parents"]]
+            built[entry["name"]] = module(parents if len(parents) > 1 else parents[0])
+        program = cls(
+            inputs=[built[n] for n in state["inputs"]],
+            outputs=[built[n] for n in state["outputs"]],
+            name=state["name"],
+            description=state.get("description"),
+        )
+        program.saved_optimizer_state = state.get("optimizer")
+        return program
+
+
+def _data_model_ref(model) -> dict:
+    try:
+        spec = data_model_to_spec(model)
+    except TypeError:
+        spec = None
+    path = import_path(model)
+    if spec is None and path is None:
+        raise UserError(
+            f"data model {model.__name__} can be neither imported nor written as a spec; "
+            "define it in an importable module or use str/int/float/bool/list/Literal fields"
+        )
+    return {"import": path, "spec": spec}
+
+
+def _load_data_model(ref: dict):
+    if ref.get("import"):
+        try:
+            return import_object(ref["import"])
+        except UserError:
+            if not ref.get("spec"):
+                raise
+    spec = ref["spec"]
+    return data_model_from_spec(spec["name"], spec["fields"], spec.get("description"))

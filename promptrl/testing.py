@@ -1,0 +1,43 @@
+"""A scripted language model for fast tests of programs, rewards and optimizers.
+
+It goes through the same `LanguageModel.generate` path (semaphore, validation, accounting);
+only the backend is replaced by a function of the chat messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Callable
+
+from promptrl.language_model import Completion, LanguageModel
+
+
+class ScriptedLanguageModel(LanguageModel):
+    """`responder(messages, output_model) -> dict | str` gives each reply (raise to simulate an
+    LM error); `delay(messages) -> seconds` lets tests make calls finish out of order."""
+
+    def __init__(self, responder: Callable, delay: Callable | None = None, **kwargs):
+        kwargs.setdefault("model", "scripted")
+        super().__init__(**kwargs)
+        self.requests: list[list[dict]] = []
+        self._backend = _ScriptedBackend(self, responder, delay)
+
+
+class _ScriptedBackend:
+    def __init__(self, lm, responder, delay):
+        self.lm, self.responder, self.delay = lm, responder, delay
+
+    async def complete(self, messages, output_model, schema, seed) -> Completion:
+        self.lm.requests.append(messages)
+        if self.delay:
+            await asyncio.sleep(self.delay(messages))
+        reply = self.responder(messages, output_model)
+        text = reply if isinstance(reply, str) else json.dumps(reply)
+        return Completion(text=text, prompt_tokens=sum(len(m["content"]) // 4 for m in messages),
+                          completion_tokens=len(text) // 4)
+
+
+def last_user_input(messages) -> dict:
+    """The JSON input of the example being asked (the last user turn)."""
+    return json.loads(messages[-1]["content"])

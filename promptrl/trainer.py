@@ -1,0 +1,178 @@
+"""The training loop behind `program.fit` / `program.evaluate` / `program.predict`.
+
+Examples of a batch run concurrently (bounded by each LM's semaphore); results stay in
+example order, so a reward is always paired with its own prediction by index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from promptrl.callbacks import Callback, CallbackList
+from promptrl.errors import PredictionError, UserError
+from promptrl.modules import RunContext
+
+
+def derive_seed(seed: int | None, *parts: Any) -> int | None:
+    """A child seed from a parent seed and labels ("run", 2) - stable across Python runs."""
+    if seed is None:
+        return None
+    digest = hashlib.sha256("/".join(map(str, (seed, *parts))).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass
+class Prediction:
+    """One example's run: its prediction (None if it failed), and the modules' trace."""
+
+    index: int
+    x: Any
+    y_true: Any = None
+    y_pred: Any = None
+    error: str | None = None
+    trace: list[dict] = field(default_factory=list)
+    reward: float | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+async def _run_one(program, index: int, x, seed: int | None, trace: bool) -> Prediction:
+    ctx = RunContext(seed=seed, index=index, trace=[] if trace else None)
+    try:
+        y_pred = await program.run(x, ctx)
+        return Prediction(index=index, x=x, y_pred=y_pred, trace=ctx.trace or [])
+    except PredictionError as error:
+        return Prediction(index=index, x=x, error=str(error), trace=ctx.trace or [])
+
+
+async def run_batch(program, xs, indices, seed: int | None, trace: bool = False) -> list[Prediction]:
+    """Run examples concurrently; the result list is in the order of `xs`, whatever finishes first."""
+    return list(await asyncio.gather(*(_run_one(program, i, x, seed, trace) for i, x in zip(indices, xs))))
+
+
+async def score(program, predictions: list[Prediction], ys) -> list[Prediction]:
+    """Attach each target, reward and metric score to its own prediction (by position)."""
+    if len(predictions) != len(ys):
+        raise ValueError("predictions and targets differ in length")
+    for prediction, y_true in zip(predictions, ys):
+        prediction.y_true = y_true
+        if program.reward:
+            prediction.reward = await _safe_score(program.reward, prediction)
+        for metric in program.metrics:
+            prediction.scores[metric.name] = await _safe_score(metric, prediction)
+    return predictions
+
+
+async def _safe_score(scorer, prediction: Prediction) -> float:
+    try:
+        return await scorer(prediction.y_true, prediction.y_pred)
+    except PredictionError as error:  # e.g. an embedding call failed: score 0, keep going
+        prediction.error = prediction.error or str(error)
+        return 0.0
+
+
+def summarize(predictions: list[Prediction], program) -> dict:
+    """Mean of the reward and each metric, plus the count of failed predictions."""
+    logs: dict[str, float] = {}
+    if program.reward:
+        logs["reward"] = statistics.fmean(p.reward for p in predictions) if predictions else 0.0
+    for metric in program.metrics:
+        logs[metric.name] = statistics.fmean(p.scores[metric.name] for p in predictions) if predictions else 0.0
+    logs["failures"] = sum(p.y_pred is None for p in predictions)
+    return logs
+
+
+def _check_data(x, y, what: str) -> None:
+    if y is not None and len(x) != len(y):
+        raise UserError(f"{what}: x has {len(x)} examples but y has {len(y)}; give one target per example")
+
+
+async def predict(program, x, batch_size: int = 8, seed: int | None = None, callbacks=None) -> list[Prediction]:
+    callbacks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks, program)
+    callbacks.on_test_begin(len(x))
+    results: list[Prediction] = []
+    for start in range(0, len(x), batch_size):
+        indices = list(range(start, min(start + batch_size, len(x))))
+        results += await run_batch(program, [x[i] for i in indices], indices, seed)
+        callbacks.on_test_batch_end(len(results))
+    callbacks.on_test_end()
+    return results
+
+
+async def evaluate(program, x, y, batch_size: int = 8, seed: int | None = None, callbacks=None,
+                   return_predictions: bool = False):
+    """Mean reward and metrics over (x, y). Needs `program.compile(reward=...)` first."""
+    if program.reward is None and not program.metrics:
+        raise UserError("evaluate needs a reward or metrics: call program.compile(reward=..., metrics=[...]) first")
+    _check_data(x, y, "evaluate")
+    predictions = await score(program, await predict(program, x, batch_size, seed, callbacks), y)
+    logs = summarize(predictions, program)
+    return (logs, predictions) if return_predictions else logs
+
+
+class History(Callback):
+    """Per-epoch logs: `history.history["val_reward"]` is the list over epochs (as in Keras)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs: list[int] = []
+        self.history: dict[str, list] = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(epoch)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(value)
+
+    def records(self) -> list[dict]:
+        return [{"epoch": e, **{k: v[i] for k, v in self.history.items()}} for i, e in enumerate(self.epochs)]
+
+
+async def fit(program, x, y, validation_data=None, epochs: int = 1, batch_size: int = 8, callbacks=None,
+              seed: int | None = 0) -> History:
+    if program.reward is None:
+        raise UserError("fit needs a reward: call program.compile(reward=..., optimizer=...) first")
+    if batch_size < 1 or epochs < 0:
+        raise UserError(f"fit: batch_size must be >= 1 and epochs >= 0 (got {batch_size}, {epochs})")
+    _check_data(x, y, "fit")
+    if validation_data is not None:
+        x_val, y_val = validation_data
+        _check_data(x_val, y_val, "fit validation_data")
+    history = History()
+    callbacks = CallbackList([*(callbacks or []), history], program)
+    optimizer = program.optimizer
+    rng = random.Random(seed)
+    program.stop_training = False
+    callbacks.on_train_begin({"epochs": epochs, "steps": -(-len(x) // batch_size)})
+    if optimizer is not None:
+        await optimizer.on_train_begin(program, (x, y), validation_data)
+    logs: dict = {}
+    for epoch in range(epochs):
+        callbacks.on_epoch_begin(epoch)
+        order = list(range(len(x)))
+        rng.shuffle(order)
+        epoch_predictions: list[Prediction] = []
+        for step, start in enumerate(range(0, len(order), batch_size)):
+            indices = order[start:start + batch_size]
+            batch = await run_batch(program, [x[i] for i in indices], indices, derive_seed(seed, "fit", epoch), True)
+            batch = await score(program, batch, [y[i] for i in indices])
+            epoch_predictions += batch
+            if optimizer is not None:
+                await optimizer.on_batch_end(program, batch)
+            callbacks.on_batch_end(step, summarize(batch, program))
+        logs = summarize(epoch_predictions, program)
+        if validation_data is not None:
+            # One validation seed for every epoch: epochs differ by their prompts, not their sampling.
+            val_logs = await evaluate(program, x_val, y_val, batch_size,
+                                      derive_seed(seed, "val"), callbacks)
+            logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        if optimizer is not None:
+            await optimizer.on_epoch_end(program, epoch, logs)
+        callbacks.on_epoch_end(epoch, logs)
+        if program.stop_training:
+            break
+    callbacks.on_train_end(logs)
+    return history

@@ -1,0 +1,75 @@
+"""The CLI as users meet it: help, version, one-line user errors, and real runs on the embedded model."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from promptrl import __version__
+from promptrl.cli import app
+
+runner = CliRunner()
+TINY = ["nb_runs=2", "epochs=1", "dataset.train_size=8", "dataset.val_size=4", "dataset.test_size=4",
+        "--no-progress"]
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_help_lists_config_groups_and_options():
+    result = runner.invoke(app, ["train", "--help"])
+    assert result.exit_code == 0
+    for expected in ("optimizer", "random_few_shot", "language_model", "local", "dataset", "sentiment"):
+        assert expected in result.output
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["train", "dataset=nope"], "dataset/nope"),
+        (["train", "+optimizer=nope"], "optimizer/nope"),
+        (["train", "no_such_key=1"], "no_such_key"),
+        (["train", "dataset=jsonl", "--no-progress"], "dataset.train_path"),
+        (["train", "nb_runs=2", "dataset.test_size=100000", "--no-progress"], "lower the sizes"),
+        (["evaluate", "--checkpoint", "missing.program.json"], "checkpoint not found"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(args, expected, tmp_path):
+    result = runner.invoke(app, [*args, f"hydra.run.dir={tmp_path}"])
+    assert result.exit_code == 1, result.output
+    output = result.output.strip()
+    assert "Traceback" not in output
+    error_lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and expected in error_lines[0], output
+
+
+@pytest.mark.integration
+def test_train_then_evaluate_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    cmd = [sys.executable, "-m", "promptrl.cli", "train", "+optimizer=random_few_shot", *TINY,
+           f"hydra.run.dir={run_dir}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("config.yaml", "overrides.yaml", "history.jsonl", "history.csv", "baseline.json", "final.json",
+                 "best.program.json", "initial.program.json", "usage.json", "report.md", "history.png",
+                 "baseline.png", "comparison.png", "baseline_predictions.jsonl"):
+        assert (run_dir / name).is_file(), name
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["nb_runs"] == 2 and len(final["runs"]) == 2 and {"reward", "f1_score"} <= set(final["mean"])
+    assert len({r["seed"] for r in final["runs"]}) == 2  # each run has its own seed
+    usage = json.loads((run_dir / "usage.json").read_text())["language_models"]["program"]
+    assert usage["calls"] >= 2 * 4 * 2 + 8 + 4 and usage["prompt_tokens"] > 0
+
+    result = runner.invoke(app, ["evaluate", "--runs", "3", "--checkpoint", str(run_dir / "best.program.json"),
+                                 "dataset.test_size=4", "--no-progress", f"hydra.run.dir={tmp_path / 'eval'}"])
+    assert result.exit_code == 0, result.output
+    assert "±" in result.output
+    evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert evaluation["nb_runs"] == 3
