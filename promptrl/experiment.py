@@ -104,12 +104,12 @@ def build_optimizer(cfg: DictConfig, program_language_model):
 # ---------------------------------------------------------------------------- results
 
 
-def aggregate(phase: str, runs: list[dict]) -> dict:
-    """Each run's metrics with their mean and (sample) std."""
-    keys = [k for k in runs[0] if k != "seed"] if runs else []
+def aggregate(phase: str, runs: list[dict], seeds: list[int]) -> dict:
+    """Each run's metrics with their mean and (sample) std, and the seed of each run."""
+    keys = list(runs[0]) if runs else []
     mean = {k: statistics.fmean(r[k] for r in runs) for k in keys}
     std = {k: statistics.stdev([r[k] for r in runs]) if len(runs) > 1 else 0.0 for k in keys}
-    return {"phase": phase, "nb_runs": len(runs), "runs": runs, "mean": mean, "std": std}
+    return {"phase": phase, "nb_runs": len(runs), "seeds": seeds, "runs": runs, "mean": mean, "std": std}
 
 
 async def run_evaluations(program, split, cfg, phase: str, out: Path, progress: bool, log: Callable) -> dict:
@@ -117,18 +117,19 @@ async def run_evaluations(program, split, cfg, phase: str, out: Path, progress: 
 
     Baseline and final use the same run seeds, so the comparison is paired.
     """
-    runs, rows = [], []
+    runs, seeds, rows = [], [], []
     for i in range(cfg.nb_runs):
         seed = derive_seed(cfg.seed, "run", i)
         callbacks = [ProgressBar(f"{phase} run {i + 1}/{cfg.nb_runs} ")] if progress else []
         logs, predictions = await evaluate(program, split.x, split.y, cfg.batch_size, seed, callbacks,
                                            return_predictions=True)
-        runs.append({"seed": seed, **logs})
+        runs.append(logs)
+        seeds.append(seed)
         rows += [{"run": i, "index": p.index, "input": p.x.model_dump(), "target": p.y_true.model_dump(),
                   "prediction": p.y_pred.model_dump() if p.y_pred is not None else None,
                   "reward": p.reward, "error": p.error} for p in predictions]
         log(f"{phase} run {i + 1}/{cfg.nb_runs}: " + ", ".join(f"{k}={v:.3f}" for k, v in logs.items()))
-    result = aggregate(phase, runs)
+    result = aggregate(phase, runs, seeds)
     atomic_write_json(out / f"{phase}.json", result)
     atomic_write_text(out / f"{phase}_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return result

@@ -63,7 +63,7 @@ def test_train_then_evaluate_checkpoint(tmp_path):
         assert (run_dir / name).is_file(), name
     final = json.loads((run_dir / "final.json").read_text())
     assert final["nb_runs"] == 2 and len(final["runs"]) == 2 and {"reward", "f1_score"} <= set(final["mean"])
-    assert len({r["seed"] for r in final["runs"]}) == 2  # each run has its own seed
+    assert len(set(final["seeds"])) == 2  # each run has its own seed
     usage = json.loads((run_dir / "usage.json").read_text())["language_models"]["program"]
     assert usage["calls"] >= 2 * 4 * 2 + 8 + 4 and usage["prompt_tokens"] > 0
 

@@ -77,7 +77,7 @@ def test_callbacks_options_instantiate(option):
 def test_offline_dataset_options_load(option):
     dataset, train, val, test = build_splits(_cfg(f"dataset={option}"))
     assert isinstance(dataset, Dataset)
-    assert (len(train), len(val), len(test)) == (24, 16, 30)
+    assert (len(train), len(val), len(test)) == (32, 16, 50)
 
 
 def test_gsm8k_and_jsonl_options_load_from_local_files(tmp_path: Path):
