@@ -9,7 +9,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 # litellm: use the bundled model price map instead of downloading it at import.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install train seed-script test test-fast bench clean
+.PHONY: help install install-ray train seed-script test test-fast bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install -e ".[dev]"
 	touch $(STAMP)
+
+install-ray: install  ## add the Ray launcher (hydra/launcher=ray; ~200 MB)
+	$(BIN)/pip install -e ".[ray]"
 
 train: install  ## the main job: default offline experiment on the embedded model (~5 min)
 	$(BIN)/promptrl train +optimizer=random_few_shot

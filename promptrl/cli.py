@@ -6,16 +6,17 @@ Hydra gets the real argv (swapped in around the `hydra.main` call), so multirun,
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import typer
 
 from promptrl import __version__
+from promptrl.secrets import redact_override
 
 CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
 log = logging.getLogger("promptrl")
@@ -68,34 +69,45 @@ def _one_line(text: str) -> str:
     return " ".join(lines).replace("\t", " ")
 
 
-def redact_override(override: str) -> str:
-    """`language_model.api_key=sk-...` -> `language_model.api_key=***` (never write keys to outputs)."""
-    from promptrl.language_model import SECRET_KEYS
-
-    key, sep, value = override.partition("=")
-    return f"{key}{sep}***" if sep and any(s in key.lower() for s in SECRET_KEYS) else override
-
-
 def _fail(message: str) -> None:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     raise SystemExit(1)
 
 
-def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, debug: bool, task) -> None:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+class _StderrGate(io.TextIOBase):
+    """Holds stderr while Hydra composes the config, so a composition error can be shown as one
+    line; the first job releases it (a job in another process - joblib, Ray - has its own stderr)."""
 
-    from promptrl.errors import UserError
+    def __init__(self, real):
+        self.real, self.buffer, self.released = real, io.StringIO(), False
 
-    if debug:
-        os.environ["HYDRA_FULL_ERROR"] = "1"
-    started = {"task": False}
-    real_stderr = sys.stderr
+    def write(self, text: str) -> int:
+        return (self.real if self.released else self.buffer).write(text)
 
-    def job(cfg) -> None:
-        started["task"] = True
-        sys.stderr = real_stderr  # composition succeeded: stop capturing Hydra's error report
+    def flush(self) -> None:
+        self.real.flush()
+
+    def release(self) -> None:
+        self.released = True
+        self.real.write(self.buffer.getvalue())
+        self.buffer = io.StringIO()
+
+
+class HydraJob:
+    """What `hydra.main` runs for each job. A plain picklable object: launchers such as joblib
+    and Ray ship it to other processes."""
+
+    def __init__(self, task, debug: bool):
+        self.task, self.debug = task, debug
+
+    def __call__(self, cfg) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        from promptrl.errors import UserError
+
+        if isinstance(sys.stderr, _StderrGate):  # composition succeeded
+            sys.stderr.release()
         hydra_cfg = HydraConfig.get()
         output_dir = Path(hydra_cfg.runtime.output_dir)
         in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
@@ -103,31 +115,42 @@ def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, d
         (output_dir / "overrides.yaml").write_text(
             "".join(f"- {redact_override(o)}\n" for o in hydra_cfg.overrides.task))
         try:
-            task(cfg, output_dir, list(hydra_cfg.overrides.task))
-        except UserError as error:
-            if debug:
+            self.task(cfg, output_dir, list(hydra_cfg.overrides.task))
+        except Exception as error:  # noqa: BLE001
+            if self.debug or not (in_sweep or isinstance(error, UserError)):
                 raise
-            if in_sweep:  # one failed job must not stop the sweep
-                (output_dir / "FAILED").write_text(f"{error}\n")
-                log.error("job failed: %s", error)
+            if in_sweep:  # one failed job must not stop the sweep: its report row says why
+                reason = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+                (output_dir / "FAILED").write_text(reason + "\n\n" + traceback.format_exc())
+                log.error("job failed: %s", reason)
                 return
             _fail(str(error))
 
-    main_fn = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(job)
-    saved_argv = sys.argv
+
+def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, debug: bool, task) -> None:
+    import hydra
+
+    if debug:
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    main_fn = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(
+        HydraJob(task, debug))
+    saved_argv, saved_stderr = sys.argv, sys.stderr
     sys.argv = [f"promptrl {command}", *args, *(["--multirun"] if multirun else [])]
-    captured = io.StringIO()
+    gate = _StderrGate(saved_stderr)
+    if not debug:
+        sys.stderr = gate
     try:
-        with contextlib.redirect_stderr(real_stderr if debug else captured):
-            main_fn()
+        main_fn()
     except SystemExit as exit_:
-        if exit_.code not in (0, None) and not started["task"] and captured.getvalue().strip():
-            _fail(_one_line(captured.getvalue()) + " (see `promptrl " + command + " --help` for groups and options)")
+        held = gate.buffer.getvalue()
+        if exit_.code not in (0, None) and not gate.released and held.strip():
+            gate.buffer = io.StringIO()
+            _fail(_one_line(held) + f" (see `promptrl {command} --help` for groups and options)")
         raise
     finally:
-        sys.argv = saved_argv
-        if captured.getvalue() and started["task"]:
-            real_stderr.write(captured.getvalue())
+        sys.argv, sys.stderr = saved_argv, saved_stderr
+        if gate.buffer.getvalue():
+            saved_stderr.write(gate.buffer.getvalue())
 
 
 def _print_table(title: str, results: dict[str, dict | None]) -> None:
@@ -196,6 +219,20 @@ def evaluate(
         typer.echo(f"run dir: {output_dir}")
 
     run_hydra("evaluate", "evaluate", args, multirun, debug, task)
+
+
+@app.command()
+def report(sweep_dir: Path = typer.Argument(..., help="A multirun dir: outputs/<task>/multiruns/<timestamp>")):
+    """Write (or rewrite) the sweep report of an existing sweep dir: CSV, markdown and plot."""
+    from promptrl.errors import UserError
+    from promptrl.sweep import REPORT_MD, write_report
+
+    try:
+        rows = write_report(sweep_dir)
+    except UserError as error:
+        _fail(str(error))
+    ok = sum(r["status"] == "ok" for r in rows)
+    typer.echo(f"{len(rows)} jobs ({ok} ok): {sweep_dir / REPORT_MD}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import statistics
 import time
 from pathlib import Path
@@ -24,7 +26,7 @@ from promptrl.callbacks import HistoryLogger, ProgramCheckpoint, ProgressBar
 from promptrl.datasets import Dataset
 from promptrl.errors import UserError
 from promptrl.io import atomic_write_json, atomic_write_text
-from promptrl.language_model import redact
+from promptrl.secrets import redact
 from promptrl.program import Program
 from promptrl.trainer import derive_seed, evaluate
 
@@ -97,7 +99,9 @@ def build_optimizer(cfg: DictConfig, program_language_model):
     kwargs = {}
     if "language_model" in node:
         spec = node.pop("language_model") or container(cfg, "optimizer_language_model")
-        kwargs["language_model"] = _instantiate(spec, "optimizer_language_model") if spec else program_language_model
+        # Defaulting to the program's model still gets its own instance, so its usage is accounted apart.
+        kwargs["language_model"] = (_instantiate(spec, "optimizer_language_model") if spec
+                                    else program_language_model.clone())
     return _instantiate(node, "optimizer", **kwargs), kwargs.get("language_model")
 
 
@@ -136,7 +140,9 @@ async def run_evaluations(program, split, cfg, phase: str, out: Path, progress: 
 
 
 def usage_report(language_models: dict, started: float) -> dict:
-    report = {"wall_time_s": round(time.perf_counter() - started, 2), "language_models": {}}
+    # host/pid: which process ran the job (sweeps on joblib or Ray run jobs elsewhere)
+    report = {"wall_time_s": round(time.perf_counter() - started, 2), "host": socket.gethostname(),
+              "pid": os.getpid(), "language_models": {}}
     for role, lm in language_models.items():
         if lm is not None:
             report["language_models"][role] = {"model": lm.model, **lm.usage.to_dict()}
@@ -211,7 +217,7 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
     program.save(out / "initial.program.json")
     log(f"dataset {dataset.name}: train {len(train)}, val {len(val)}, test {len(test)} | "
         f"model {lm.model} | optimizer {type(optimizer).__name__ if optimizer else 'none (baseline only)'}")
-    lms = {"program": lm, "optimizer": teacher if teacher is not lm else None}
+    lms = {"program": lm, "optimizer": teacher}
     baseline = final = best = None
     history: list[dict] = []
     status = "failed"

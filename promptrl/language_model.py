@@ -19,25 +19,13 @@ from typing import Any
 import pydantic
 
 from promptrl.errors import LanguageModelUnavailable, PredictionError, UserError
+from promptrl.secrets import redact
 
 # litellm downloads its price map at import unless told to use the bundled copy (no network here).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 LOCAL_PREFIX = "local"
 DEFAULT_LOCAL_MODEL = "local/smollm2-135m"
-SECRET_KEYS = ("api_key", "token", "secret", "password", "authorization")
-
-
-def redact(value: Any) -> Any:
-    """A copy with the value of every secret-looking key (api_key, token, ...) replaced by '***'."""
-    if isinstance(value, dict):
-        return {k: "***" if v and any(s in str(k).lower() for s in SECRET_KEYS) else redact(v)
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
 @dataclass
 class Usage:
     """What a language model spent. `calls` counts requests that reached the backend."""
@@ -125,6 +113,10 @@ class LanguageModel:
         }
         config.update(redact(self.extra))
         return config
+
+    def clone(self) -> "LanguageModel":
+        """The same model and settings with its own usage counters (e.g. an optimizer's teacher)."""
+        return LanguageModel(**self.get_config(), api_key=self.api_key)
 
     def __repr__(self) -> str:
         return f"LanguageModel(model={self.model!r})"

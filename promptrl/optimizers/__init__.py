@@ -1,6 +1,8 @@
 """Optimizers update a program's prompts (instructions, few-shot examples) from rewards."""
 
 from promptrl.optimizers.base import Optimizer
+from promptrl.optimizers.opro import OPRO, FewShotOPRO
 from promptrl.optimizers.random_few_shot import RandomFewShot
+from promptrl.optimizers.textgrad import TextGrad
 
-__all__ = ["Optimizer", "RandomFewShot"]
+__all__ = ["FewShotOPRO", "OPRO", "Optimizer", "RandomFewShot", "TextGrad"]

@@ -1,8 +1,12 @@
-"""Optimizer base: the hooks fit() calls, and JSON-serializable state for checkpoints."""
+"""Optimizer base: the hooks fit() calls, shared scoring helpers, and JSON state for checkpoints."""
 
 from __future__ import annotations
 
+import json
 import random
+import statistics
+
+from promptrl.errors import PredictionError
 
 
 class Optimizer:
@@ -16,12 +20,15 @@ class Optimizer:
         self.seed = seed
         self.rng = random.Random(seed)
         self.program = None
+        self.validation_data = None
+        self.step = 0
+        self.failures = 0  # optimizer-LM calls that failed and were skipped
 
     def attach(self, program) -> None:
         self.program = program
 
     async def on_train_begin(self, program, train_data, validation_data) -> None:
-        pass
+        self.validation_data = validation_data
 
     async def on_batch_end(self, program, predictions) -> None:
         pass
@@ -33,8 +40,52 @@ class Optimizer:
         return {"seed": self.seed}
 
     def get_state(self) -> dict:
-        """Everything needed to resume: config and learned state (JSON only)."""
-        return {"config": self.get_config()}
+        """Everything needed to resume: config, counters and learned state (JSON only)."""
+        return {"config": self.get_config(), "step": self.step, "failures": self.failures}
 
     def set_state(self, state: dict) -> None:
-        pass
+        self.step = state.get("step", 0)
+        self.failures = state.get("failures", 0)
+
+    # ---- helpers for optimizers that write instructions ---------------------------------------
+    def minibatch(self, size: int):
+        """A random minibatch of the validation data (or None without validation data)."""
+        if not self.validation_data or not len(self.validation_data[0]):
+            return None
+        x, y = self.validation_data
+        idx = self.rng.sample(range(len(x)), min(size, len(x)))
+        return [x[i] for i in idx], [y[i] for i in idx]
+
+    async def score_instructions(self, program, generator, instructions: str | None, batch) -> float:
+        """Program reward on `batch` with `generator` using `instructions` (then restored)."""
+        from promptrl.trainer import evaluate
+
+        saved = generator.instructions
+        generator.instructions = instructions
+        try:
+            logs = await evaluate(program, batch[0], batch[1], batch_size=len(batch[0]), seed=self.seed)
+        finally:
+            generator.instructions = saved
+        return logs["reward"]
+
+    async def ask(self, language_model, messages: list[dict], output_model, seed: int | None = None):
+        """One optimizer-LM call; a failure is counted and returns None (never fatal)."""
+        try:
+            return await language_model.generate(messages, output_model, seed=seed)
+        except PredictionError:
+            self.failures += 1
+            return None
+
+
+def describe_fields(model) -> str:
+    return ", ".join(f"`{name}`" + (f" ({info.description})" if info.description else "")
+                     for name, info in model.model_fields.items())
+
+
+def as_json(value) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def mean(values) -> float:
+    values = list(values)
+    return statistics.fmean(values) if values else 0.0

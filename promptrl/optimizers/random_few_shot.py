@@ -51,6 +51,7 @@ class RandomFewShot(Optimizer):
             generator.examples = [{"input": e["input"], "output": e["output"]} for e in chosen]
 
     async def on_batch_end(self, program, predictions) -> None:
+        self.step += 1
         self.record(predictions)
         self.select_examples(program)
 
@@ -58,9 +59,10 @@ class RandomFewShot(Optimizer):
         return {"k": self.k, "k_best": self.k_best, "min_reward": self.min_reward, "seed": self.seed}
 
     def get_state(self) -> dict:
-        return {"config": self.get_config(), "pool": {m: list(p.values()) for m, p in self.pool.items()}}
+        return {**super().get_state(), "pool": {m: list(p.values()) for m, p in self.pool.items()}}
 
     def set_state(self, state: dict) -> None:
+        super().set_state(state)
         self.pool = {
             module: {json.dumps(e["input"], sort_keys=True): e for e in entries}
             for module, entries in state.get("pool", {}).items()

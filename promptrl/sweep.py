@@ -1,0 +1,156 @@
+"""The sweep report: one row per job of a Hydra multirun, a table (CSV + markdown) and a plot.
+
+Written by a Hydra callback when the sweep ends (conf/hydra/default.yaml) and on demand with
+`promptrl report SWEEP_DIR`. It reads only the files each job dir already holds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from promptrl import plots
+from promptrl.errors import UserError
+from promptrl.io import atomic_write_text
+from promptrl.secrets import redact, redact_override
+
+REPORT_CSV, REPORT_MD, REPORT_PNG = "sweep_report.csv", "sweep_report.md", "sweep_report.png"
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _parse_overrides(lines: list[str]) -> dict:
+    overrides = {}
+    for line in lines:
+        key, _, value = str(line).partition("=")
+        key = key.lstrip("+~")
+        if key.startswith("hydra"):
+            continue
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            overrides[key] = value
+    return overrides
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def job_row(job: Path) -> dict:
+    """Everything the report says about one job, from its files."""
+    overrides_file = job / "overrides.yaml"
+    overrides = _parse_overrides(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else {}
+    baseline, final = _read_json(job / "baseline.json"), _read_json(job / "final.json")
+    usage = _read_json(job / "usage.json") or {}
+    failed = job / "FAILED"
+    if failed.is_file():
+        status, error = "failed", failed.read_text().strip().splitlines()[0]
+    elif baseline is None:
+        status, error = "incomplete", "no baseline.json (stopped or still running)"
+    else:
+        status, error = "ok", ""
+    row = {"job": int(job.name), "overrides": overrides, "status": status, "error": error,
+           "trained": final is not None}
+    # A job without an optimizer is its own "final" program: the untrained one.
+    for phase, result in (("baseline", baseline), ("final", final or baseline)):
+        for key, value in (result or {}).get("mean", {}).items():
+            row[f"{phase}_{key}_mean"] = value
+            row[f"{phase}_{key}_std"] = result["std"][key]
+    history = [json.loads(line) for line in (job / "history.jsonl").read_text().splitlines() if line.strip()] \
+        if (job / "history.jsonl").is_file() else []
+    row["best_val_reward"] = max((h["val_reward"] for h in history if "val_reward" in h), default=None)
+    lms = usage.get("language_models", {}).values()
+    row["lm_calls"] = sum(u["calls"] for u in lms) if lms else None
+    row["tokens"] = sum(u["prompt_tokens"] + u["completion_tokens"] for u in lms) if lms else None
+    row["cost_usd"] = round(sum(u["cost"] for u in lms), 6) if lms else None
+    row["wall_time_s"] = usage.get("wall_time_s")
+    return row
+
+
+def _metrics(rows: list[dict]) -> list[str]:
+    names = []
+    for row in rows:
+        for key in row:
+            if key.startswith("final_") and key.endswith("_mean") and key[6:-5] not in names:
+                names.append(key[6:-5])
+    return sorted(names, key=lambda n: (n != "reward", n == "failures", n))
+
+
+def write_report(sweep_dir) -> list[dict]:
+    """Write sweep_report.csv / .md / .png in `sweep_dir`; return the rows."""
+    import pandas as pd
+
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise UserError(f"sweep dir not found: {sweep_dir}; pass outputs/<task>/multiruns/<timestamp>")
+    rows = [job_row(job) for job in job_dirs(sweep_dir)]
+    if not rows:
+        raise UserError(f"{sweep_dir} holds no job dirs (0/, 1/, ...); is it a multirun dir?")
+    keys = list(dict.fromkeys(k for r in rows for k in r["overrides"]))
+    # The swept parameters are the overrides that differ between jobs.
+    params = [k for k in keys if len({json.dumps(r["overrides"].get(k)) for r in rows}) > 1] or keys
+    table = pd.DataFrame([{"job": r["job"], **{p: r["overrides"].get(p) for p in params},
+                           **{k: v for k, v in r.items() if k not in ("job", "overrides")}} for r in rows])
+    atomic_write_text(sweep_dir / REPORT_CSV, table.to_csv(index=False))
+
+    metrics = _metrics(rows)
+
+    def cell(row, phase, metric):
+        mean = row.get(f"{phase}_{metric}_mean")
+        return "-" if mean is None else f"{mean:.3f} ± {row[f'{phase}_{metric}_std']:.3f}"
+
+    header = ["job", *params, "status", *[f"baseline {m}" for m in metrics], *[f"final {m}" for m in metrics],
+              "best val_reward", "LM calls", "tokens", "cost (USD)", "wall time (s)"]
+    lines = [f"# Sweep report: {sweep_dir}", "", f"{len(rows)} jobs, "
+             f"{sum(r['status'] == 'ok' for r in rows)} ok. Mean ± std over each job's runs; "
+             "a job without an optimizer reports its untrained program as final.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error']}"
+        best = "-" if r["best_val_reward"] is None else f"{r['best_val_reward']:.3f}"
+        values = [str(r["job"]), *[str(r["overrides"].get(p, "-")) for p in params], status.replace("|", "/"),
+                  *[cell(r, "baseline", m) for m in metrics], *[cell(r, "final", m) for m in metrics], best,
+                  str(r["lm_calls"] if r["lm_calls"] is not None else "-"),
+                  str(r["tokens"] if r["tokens"] is not None else "-"),
+                  "-" if r["cost_usd"] is None else f"{r['cost_usd']:.4f}",
+                  "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f}"]
+        lines.append("| " + " | ".join(values) + " |")
+    plot_rows = [{**r, "overrides": {p: r["overrides"].get(p) for p in params}} for r in rows]
+    plots.plot_sweep(plot_rows, sweep_dir / REPORT_PNG, params=params,
+                     title=f"Final reward (mean ± std) - {sweep_dir.name}")
+    lines += ["", f"![sweep]({REPORT_PNG})", ""]
+    atomic_write_text(sweep_dir / REPORT_MD, "\n".join(lines))
+    return rows
+
+
+def _redact_multirun_yaml(path: Path) -> None:
+    """Hydra's own multirun.yaml copies the command line: mask any secret given there."""
+    if not path.is_file():
+        return
+    data = yaml.safe_load(path.read_text())
+    task = data.get("hydra", {}).get("overrides", {}).get("task")
+    if task:
+        data["hydra"]["overrides"]["task"] = [redact_override(o) for o in task]
+    atomic_write_text(path, yaml.safe_dump(redact(data), sort_keys=False))
+
+
+try:  # the Hydra callback (Hydra is a dependency of the CLI layer, not of the library)
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover
+    _HydraCallback = object
+
+
+class SweepReportCallback(_HydraCallback):
+    """Writes the sweep report into the sweep dir when a multirun ends."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        _redact_multirun_yaml(sweep_dir / "multirun.yaml")
+        if sweep_dir.is_dir() and job_dirs(sweep_dir):
+            write_report(sweep_dir)
+            print(f"sweep report: {sweep_dir / REPORT_MD}")

@@ -1,0 +1,158 @@
+"""OPRO, FewShotOPRO and TextGrad with scripted program and optimizer LMs."""
+
+import asyncio
+import json
+
+import pytest
+
+from promptrl import DataModel, Field, Generator, Input, Program, rewards
+from promptrl.optimizers import OPRO, FewShotOPRO, TextGrad
+from promptrl.testing import ScriptedLanguageModel, last_user_input
+
+
+class Question(DataModel):
+    question: str = Field(description="A question")
+
+
+class Answer(DataModel):
+    answer: str = Field(description="The answer")
+
+
+class Notes(DataModel):
+    notes: str = Field(description="Notes")
+
+
+def data(n):
+    return [Question(question=f"q{i}") for i in range(n)], [Answer(answer=f"a{i}") for i in range(n)]
+
+
+def student(good_words=("MAGIC",)):
+    """Answers right only when its system prompt (instruction) holds one of `good_words`."""
+    def respond(messages, model):
+        if model is Notes or "notes" in model.model_fields:
+            return {"notes": "some notes"}
+        good = any(w in messages[0]["content"] for w in good_words)
+        q = last_user_input(messages)["question"]
+        return {"answer": q.replace("q", "a") if good else "wrong"}
+    return ScriptedLanguageModel(respond, model="student")
+
+
+def teacher(instructions):
+    """Proposes the scripted instructions in turn; critiques are echoed with a tag."""
+    queue = list(instructions)
+
+    def respond(messages, model):
+        if "instruction" in model.model_fields:
+            item = queue.pop(0) if queue else "fallback instruction"
+            if isinstance(item, Exception):
+                raise item
+            return {"instruction": item}
+        return {"critique": "CRITIQUE: " + messages[-1]["content"][:40]}
+    return ScriptedLanguageModel(respond, model="teacher")
+
+
+def one_generator_program(lm, instructions="start"):
+    x0 = Input(Question, name="q")
+    out = Generator(Answer, lm, instructions=instructions, name="answer")(x0)
+    return Program(x0, out, name="p")
+
+
+def fit(program, optimizer, n_train=4, n_val=4, batch_size=4, epochs=1):
+    program.compile(reward=rewards.ExactMatch(), optimizer=optimizer)
+    x, y = data(n_train + n_val)
+    return asyncio.run(program.fit(x[:n_train], y[:n_train], validation_data=(x[n_train:], y[n_train:]),
+                                   epochs=epochs, batch_size=batch_size))
+
+
+def test_opro_meta_prompt_lists_best_past_instructions_sorted_by_reward():
+    opro = OPRO(teacher([]), max_history=3)
+    program = one_generator_program(student())
+    generator = program.get_module("answer")
+    generator.input_data_model = Question
+    for instruction, reward in [("i-low", 0.1), ("i-top", 0.9), ("i-mid", 0.5), ("i-worst", 0.0), ("i-high", 0.7)]:
+        opro.record(generator, instruction, reward)
+    text = opro.meta_prompt(generator, [])[-1]["content"]
+    shown = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("instruction: ")]
+    assert shown == ["i-mid", "i-high", "i-top"]  # the 3 best, ascending: best last
+
+
+def test_opro_keeps_only_a_better_candidate():
+    program = one_generator_program(student())
+    opro = OPRO(teacher(["worse idea", "use MAGIC", "another bad one"]), nb_candidates=3, val_batch_size=4)
+    fit(program, opro)
+    assert program.get_module("answer").instructions == "use MAGIC"
+    scored = {e["instruction"]: e["reward"] for e in opro.history["answer"]}
+    assert scored == {"start": 0.0, "worse idea": 0.0, "use MAGIC": 1.0, "another bad one": 0.0}
+
+
+def test_opro_does_not_replace_with_equal_or_worse_candidates():
+    program = one_generator_program(student(), instructions="MAGIC start")
+    opro = OPRO(teacher(["bad one", "also MAGIC"]), nb_candidates=2)
+    fit(program, opro)
+    assert program.get_module("answer").instructions == "MAGIC start"
+
+
+def test_optimizer_lm_failures_are_counted_and_skipped():
+    program = one_generator_program(student())
+    lm = teacher([RuntimeError("provider down"), "use MAGIC"])
+    opro = OPRO(lm, nb_candidates=2)
+    history = fit(program, opro)
+    assert opro.failures == 1 and lm.usage.failures == 1
+    assert program.get_module("answer").instructions == "use MAGIC"
+    assert history.history["val_reward"] == [1.0]
+
+
+def test_fewshot_opro_sets_examples_and_instructions_and_saves_state(tmp_path):
+    program = one_generator_program(student(good_words=("MAGIC", "start")))
+    opro = FewShotOPRO(teacher(["MAGIC two"]), k=2, k_best=3, nb_candidates=1)
+    fit(program, opro)
+    generator = program.get_module("answer")
+    assert len(generator.examples) == 2
+    program.save(tmp_path / "p.program.json")
+    state = json.loads((tmp_path / "p.program.json").read_text())["optimizer"]
+    assert state["class"] == "FewShotOPRO" and state["state"]["step"] == 1
+    assert state["state"]["history"]["answer"] and state["state"]["few_shot"]["pool"]["answer"]
+
+
+def two_generator_program(lm):
+    x0 = Input(Question, name="q")
+    notes = Generator(Notes, lm, instructions="notes start", name="notes")(x0)
+    out = Generator(Answer, lm, instructions="answer start", name="answer")([x0, notes])
+    return Program(x0, out, name="two")
+
+
+def test_textgrad_feedback_reaches_the_upstream_generator():
+    lm = teacher(["rewritten answer", "rewritten notes"])
+    program = two_generator_program(student())
+    tg = TextGrad(lm, batch=2)
+    fit(program, tg, batch_size=4)
+    prompts = [m[-1]["content"] for m in lm.requests]
+    backward = [p for p in prompts if 'should change its output to help "answer"' in p]
+    assert len(backward) == 2  # one per critiqued prediction, from "answer" up to "notes"
+    assert all("CRITIQUE" in p for p in backward)  # it carries the downstream critique
+    rewrites = [p for p in prompts if p.startswith("Current instruction")]
+    assert any('"notes"' in p for p in rewrites) and any('"answer"' in p for p in rewrites)
+
+
+def test_textgrad_reverts_an_update_that_lowers_validation_reward():
+    program = one_generator_program(student(), instructions="MAGIC but imperfect")
+    tg = TextGrad(teacher(["a worse instruction"]), batch=3, reward_threshold=1.5)  # everything is "poor"
+    fit(program, tg)
+    assert program.get_module("answer").instructions == "MAGIC but imperfect"
+    assert tg.updates[0]["accepted"] is False and tg.updates[0]["new_reward"] < tg.updates[0]["old_reward"]
+
+
+def test_textgrad_accepts_an_update_that_does_not_lower_validation_reward():
+    program = one_generator_program(student())
+    tg = TextGrad(teacher(["now with MAGIC"]), batch=3)
+    fit(program, tg)
+    assert program.get_module("answer").instructions == "now with MAGIC"
+    assert tg.updates[0]["accepted"] is True
+
+
+@pytest.mark.parametrize("cls", [OPRO, TextGrad])
+def test_instruction_optimizers_need_a_language_model(cls):
+    from promptrl.errors import UserError
+
+    with pytest.raises(UserError):
+        cls(None)
