@@ -100,7 +100,7 @@ class HydraJob:
     def __init__(self, task, debug: bool):
         self.task, self.debug = task, debug
 
-    def __call__(self, cfg) -> None:
+    def __call__(self, cfg):
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
@@ -115,7 +115,7 @@ class HydraJob:
         (output_dir / "overrides.yaml").write_text(
             "".join(f"- {redact_override(o)}\n" for o in hydra_cfg.overrides.task))
         try:
-            self.task(cfg, output_dir, list(hydra_cfg.overrides.task))
+            return self.task(cfg, output_dir, list(hydra_cfg.overrides.task))
         except Exception as error:  # noqa: BLE001
             if self.debug or not (in_sweep or isinstance(error, UserError)):
                 raise
@@ -123,7 +123,7 @@ class HydraJob:
                 reason = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
                 (output_dir / "FAILED").write_text(reason + "\n\n" + traceback.format_exc())
                 log.error("job failed: %s", reason)
-                return
+                return None
             _fail(str(error))
 
 
@@ -183,11 +183,13 @@ def train(
     """
     from promptrl.experiment import run_train
 
-    def task(cfg, output_dir: Path, overrides: list[str]) -> None:
+    def task(cfg, output_dir: Path, overrides: list[str]) -> float | None:
         result = run_train(cfg, output_dir, progress=progress, log=log.info)
         _print_table(f"{cfg.task_name}: mean ± std over {cfg.nb_runs} runs",
                      {"baseline": result["baseline"], "trained": result["final"]})
         typer.echo(f"run dir: {output_dir}")
+        # The job's value for sweepers that optimize (Optuna): a validation score, never a test score.
+        return result["best"]["value"] if result["best"] else None
 
     run_hydra("train", "train", ctx.args, multirun, debug, task)
 

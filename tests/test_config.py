@@ -62,8 +62,13 @@ def test_metrics_options_instantiate(option):
 def test_optimizer_options_instantiate(option):
     cfg = _cfg(f"+optimizer={option}")
     lm = LanguageModel()
-    optimizer, _ = build_optimizer(cfg, lm)
+    optimizer, teacher = build_optimizer(cfg, lm)
+    if option == "none":  # the control arm: train runs the baseline only
+        assert optimizer is None
+        return
     assert type(optimizer).__name__ == cfg.optimizer._target_.rsplit(".", 1)[1]
+    if "language_model" in cfg.optimizer:  # the teacher is its own instance: usage accounted apart
+        assert teacher is not lm and teacher.model == lm.model
 
 
 @pytest.mark.parametrize("option", GROUPS["callbacks"])
@@ -106,3 +111,13 @@ def test_splits_share_no_example(seed):
     keys = [{x.model_dump_json() for x in split.x} for split in (train, val, test)]
     assert not keys[0] & keys[1] and not keys[0] & keys[2] and not keys[1] & keys[2]
     assert [len(k) for k in keys] == [100, 50, 100]
+
+
+@pytest.mark.parametrize("option", GROUPS["experiment"])
+def test_experiments_compose_and_build(option):
+    cfg = _cfg(f"+experiment={option}")
+    lm = _instantiate(container(cfg, "language_model"), "language_model")
+    optimizer, _ = build_optimizer(cfg, lm)
+    assert cfg.task_name == option and isinstance(lm, LanguageModel)
+    if "optimizer" in cfg and cfg.optimizer:
+        assert optimizer is not None

@@ -98,3 +98,19 @@ def test_ray_launcher_runs_the_sweep_on_a_local_ray(tmp_path):
     assert sorted(r["status"] for r in rows) == ["failed", "failed", "ok", "ok"]
     pids = {json.loads((sweep_dir / str(r["job"]) / "usage.json").read_text())["pid"] for r in rows if r["status"] == "ok"}
     assert os.getpid() not in pids
+
+
+@pytest.mark.integration
+def test_optuna_search_optimizes_best_val_reward(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="optional extra: make install-optuna")
+    sweep_dir = tmp_path / "optuna"
+    cmd = [sys.executable, "-m", "promptrl.cli", "train", "+optimizer=random_few_shot", "+hparams_search=optuna",
+           "hydra.sweeper.n_trials=2", "nb_runs=1", "epochs=1", "dataset.train_size=4", "dataset.val_size=3",
+           "dataset.test_size=2", "--no-progress", f"hydra.sweep.dir={sweep_dir}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"optimizer.k", "optimizer.k_best"}
+    rows = write_report(sweep_dir)
+    assert len(rows) == 2 and best["best_value"] == max(r["best_val_reward"] for r in rows)

@@ -107,7 +107,8 @@ class OPRO(Optimizer):
             self.record(generator, candidate, reward)
             if reward > best_reward:  # strictly better on the same minibatch, or not kept
                 best_instruction, best_reward = candidate, reward
-        generator.instructions = best_instruction
+        if best_instruction != current:
+            generator.instructions = best_instruction
 
     async def on_batch_end(self, program, predictions) -> None:
         self.batches_seen += 1
