@@ -37,7 +37,7 @@ def config_groups_help() -> str:
     except typer.BadParameter:
         return ""
     # "\b" keeps click from re-wrapping the paragraph that follows it.
-    lines = ["\b", "Config groups (GROUP=OPTION; the optimizer is added with +optimizer=OPTION):"]
+    lines = ["\b", "Config groups (GROUP=OPTION; optimizer, experiment and hparams_search are added: +GROUP=OPTION):"]
     for group in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "hydra"):
         options = sorted(f.stem for f in group.glob("*.yaml"))
         lines.append(f"  {group.name:<16} {', '.join(options)}")

@@ -262,6 +262,19 @@ class _LocalBackend:
         return await asyncio.to_thread(self._complete_sync, messages, schema, seed)
 
 
+def _is_connection_error(error: BaseException) -> bool:
+    """litellm reports a refused connection as APIConnectionError or as InternalServerError
+    ("Connection error"), depending on the provider: look through the exception chain."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        name = type(error).__name__
+        if "ConnectError" in name or "ConnectionError" in name or "Connection error" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 class _LiteLLMBackend:
     """Any litellm provider. Structured output with the JSON schema where the provider
     supports it, JSON mode + validation otherwise. Retries/backoff are litellm's."""
@@ -273,6 +286,7 @@ class _LiteLLMBackend:
     async def complete(self, messages, output_model, schema, seed) -> Completion:
         import litellm
 
+        litellm.suppress_debug_info = True  # errors are reported by promptrl, once
         lm = self.lm
         if self._supports_schema is None:
             try:
@@ -304,8 +318,8 @@ class _LiteLLMBackend:
                 f"language model '{lm.model}' refused the request ({type(error).__name__}); "
                 "check the model name and the provider's API key variable (e.g. OPENAI_API_KEY)"
             ) from None
-        except litellm.APIConnectionError as error:
-            if lm._succeeded == 0:
+        except Exception as error:
+            if lm._succeeded == 0 and _is_connection_error(error):
                 where = lm.api_base or "the provider's default endpoint"
                 raise LanguageModelUnavailable(
                     f"cannot reach language model '{lm.model}' at {where}; "

@@ -52,3 +52,17 @@ def test_fit_on_local_model_sets_examples_and_checkpoints(sentiment, tmp_path):
     assert (tmp_path / "best.program.json").is_file()
     if history.history["reward"][0] > 0:  # a correct training prediction became a demonstration
         assert 1 <= len(program.get_module("answer").examples) <= 2
+
+
+def test_local_cosine_similarity_ranks_a_paraphrase_above_an_unrelated_text():
+    reward = promptrl.rewards.CosineSimilarity(in_mask=["answer"])
+    target = {"answer": "the cat sat on the mat", "thinking": "ignored by the mask"}
+
+    async def scores():
+        close = await reward(target, {"answer": "a cat was sitting on the mat"})
+        far = await reward(target, {"answer": "quarterly revenue grew by eight percent"})
+        return close, far
+
+    close, far = asyncio.run(scores())
+    assert 0.0 <= far < close <= 1.0
+    assert reward.embedding_model.usage.calls == 2

@@ -114,3 +114,19 @@ def test_optuna_search_optimizes_best_val_reward(tmp_path):
     assert set(best["best_params"]) == {"optimizer.k", "optimizer.k_best"}
     rows = write_report(sweep_dir)
     assert len(rows) == 2 and best["best_value"] == max(r["best_val_reward"] for r in rows)
+
+
+def test_report_command_renders_an_existing_sweep_and_rejects_other_dirs(tmp_path):
+    from typer.testing import CliRunner
+
+    from promptrl.cli import app
+
+    fake_job(tmp_path, 0, ["optimizer.k=1"], reward=0.6)
+    fake_job(tmp_path, 1, ["optimizer.k=2"], reward=0.7)
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 0 and "2 jobs (2 ok)" in result.output
+    assert (tmp_path / "sweep_report.md").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(app, ["report", str(empty)])
+    assert result.exit_code == 1 and "no job dirs" in result.output
