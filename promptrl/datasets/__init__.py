@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from promptrl.errors import UserError
@@ -50,6 +51,27 @@ class Split:
 
     def __getitem__(self, i):  # split[0] is x, split[1] is y, like a (x, y) tuple
         return (self.x, self.y)[i]
+
+
+def iter_jsonl(file, required, needed_by: str):
+    """(line number, row) for each row of a JSONL file, with one-line errors for a missing
+    file, a line that is not JSON, or a row without a `required` field."""
+    file = Path(file)
+    if not file.is_file():
+        raise UserError(f"dataset file not found: {file}; check the dataset path")
+    with open(file, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"{file} line {number}: not valid JSON; each line must be one JSON object") from None
+            missing = [k for k in required if k not in row]
+            if missing:
+                raise UserError(f"{file} line {number}: missing field '{missing[0]}' (needed by {needed_by}); "
+                                "add it to every line or change the data model")
+            yield number, row
 
 
 def _key(x) -> str:
@@ -106,4 +128,4 @@ class Dataset:
 # Loaders register themselves on import.
 from promptrl.datasets import gsm8k, jsonl, synthetic  # noqa: E402,F401
 
-__all__ = ["Dataset", "Split", "available", "load", "register"]
+__all__ = ["Dataset", "Split", "available", "iter_jsonl", "load", "register"]

@@ -6,13 +6,12 @@ downloaded once into `cache_dir`. The answer's last line `#### 1,234` becomes 12
 
 from __future__ import annotations
 
-import json
 import os
 import urllib.request
 from pathlib import Path
 
 from promptrl.data_model import DataModel, Field
-from promptrl.datasets import Dataset, register
+from promptrl.datasets import Dataset, iter_jsonl, register
 from promptrl.errors import UserError
 
 SOURCE = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/{split}.jsonl"
@@ -38,23 +37,13 @@ def parse_answer(text: str) -> float:
 
 def read_split(file: Path) -> tuple[list, list]:
     xs, ys = [], []
-    with open(file, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{file} line {number}: not valid JSON; each line must be one JSON object") from None
-            missing = [k for k in ("question", "answer") if k not in row]
-            if missing:
-                raise UserError(f"{file} line {number}: missing field '{missing[0]}'; each line needs question and answer")
-            try:
-                answer = parse_answer(row["answer"])
-            except ValueError:
-                raise UserError(f"{file} line {number}: answer has no '#### <number>' line") from None
-            xs.append(MathQuestion(question=row["question"]))
-            ys.append(MathAnswer(answer=answer))
+    for number, row in iter_jsonl(file, ("question", "answer"), "GSM8K"):
+        try:
+            answer = parse_answer(row["answer"])
+        except ValueError:
+            raise UserError(f"{file} line {number}: answer has no '#### <number>' line") from None
+        xs.append(MathQuestion(question=row["question"]))
+        ys.append(MathAnswer(answer=answer))
     return xs, ys
 
 

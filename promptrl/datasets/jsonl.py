@@ -2,36 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import pydantic
+
 from promptrl.data_model import resolve_data_model
-from promptrl.datasets import Dataset, register
+from promptrl.datasets import Dataset, iter_jsonl, register
 from promptrl.errors import UserError
 
 
 def _read(file: Path, input_model, output_model) -> tuple[list, list]:
-    if not file.is_file():
-        raise UserError(f"dataset file not found: {file}; fix dataset.train_path / dataset.test_path")
+    fields = [*input_model.model_fields, *output_model.model_fields]
     xs, ys = [], []
-    with open(file, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{file} line {number}: not valid JSON; each line must be one JSON object") from None
-            for model in (input_model, output_model):
-                missing = [k for k in model.model_fields if k not in row]
-                if missing:
-                    raise UserError(f"{file} line {number}: missing field '{missing[0]}' "
-                                    f"(needed by data model {model.__name__}); add it or change the data model")
-            try:
-                xs.append(input_model(**{k: row[k] for k in input_model.model_fields}))
-                ys.append(output_model(**{k: row[k] for k in output_model.model_fields}))
-            except ValueError as error:
-                raise UserError(f"{file} line {number}: {error.errors()[0]['loc']}: {error.errors()[0]['msg']}") from None
+    for number, row in iter_jsonl(file, fields, f"data models {input_model.__name__}/{output_model.__name__}"):
+        try:
+            xs.append(input_model(**{k: row[k] for k in input_model.model_fields}))
+            ys.append(output_model(**{k: row[k] for k in output_model.model_fields}))
+        except pydantic.ValidationError as error:
+            first = error.errors()[0]
+            raise UserError(f"{file} line {number}: field {first['loc'][0]}: {first['msg']}") from None
     return xs, ys
 
 

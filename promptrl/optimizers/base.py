@@ -22,6 +22,7 @@ class Optimizer:
         self.program = None
         self.validation_data = None
         self.step = 0
+        self.batches_seen = 0
         self.failures = 0  # optimizer-LM calls that failed and were skipped
 
     def attach(self, program) -> None:
@@ -41,11 +42,18 @@ class Optimizer:
 
     def get_state(self) -> dict:
         """Everything needed to resume: config, counters and learned state (JSON only)."""
-        return {"config": self.get_config(), "step": self.step, "failures": self.failures}
+        return {"config": self.get_config(), "step": self.step, "batches_seen": self.batches_seen,
+                "failures": self.failures}
 
     def set_state(self, state: dict) -> None:
         self.step = state.get("step", 0)
+        self.batches_seen = state.get("batches_seen", 0)
         self.failures = state.get("failures", 0)
+
+    def count_batch(self, every_n_batches: int = 1) -> bool:
+        """Count a training batch; True when a step is due (every `every_n_batches` batches)."""
+        self.batches_seen += 1
+        return self.batches_seen % every_n_batches == 0
 
     # ---- helpers for optimizers that write instructions ---------------------------------------
     def minibatch(self, size: int):

@@ -44,7 +44,6 @@ class OPRO(Optimizer):
         self.nb_examples = nb_examples
         self.val_batch_size = val_batch_size
         self.every_n_batches = every_n_batches
-        self.batches_seen = 0
         # generator name -> [{"instruction", "reward", "step"}]: every instruction scored so far
         self.history: dict[str, list[dict]] = {}
 
@@ -111,8 +110,7 @@ class OPRO(Optimizer):
             generator.instructions = best_instruction
 
     async def on_batch_end(self, program, predictions) -> None:
-        self.batches_seen += 1
-        if self.batches_seen % self.every_n_batches:
+        if not self.count_batch(self.every_n_batches):
             return
         self.step += 1
         scored = sorted(predictions, key=lambda p: p.reward or 0.0)  # worst first: most to learn from
@@ -125,11 +123,10 @@ class OPRO(Optimizer):
                 "val_batch_size": self.val_batch_size, "every_n_batches": self.every_n_batches, "seed": self.seed}
 
     def get_state(self) -> dict:
-        return {**super().get_state(), "batches_seen": self.batches_seen, "history": self.history}
+        return {**super().get_state(), "history": self.history}
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
-        self.batches_seen = state.get("batches_seen", 0)
         self.history = {k: list(v) for k, v in state.get("history", {}).items()}
 
 

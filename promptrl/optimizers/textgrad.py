@@ -41,7 +41,6 @@ class TextGrad(Optimizer):
         self.reward_threshold = reward_threshold
         self.val_batch_size = val_batch_size
         self.every_n_batches = every_n_batches
-        self.batches_seen = 0
         self.updates: list[dict] = []  # every TGD step: old/new instruction, rewards, accepted
 
     def _seed(self, *parts) -> int | None:
@@ -121,8 +120,7 @@ class TextGrad(Optimizer):
         return accepted
 
     async def on_batch_end(self, program, predictions) -> None:
-        self.batches_seen += 1
-        if self.batches_seen % self.every_n_batches:
+        if not self.count_batch(self.every_n_batches):
             return
         poor = [p for p in predictions if (p.reward or 0.0) < self.reward_threshold][: self.batch]
         if not poor:
@@ -144,9 +142,8 @@ class TextGrad(Optimizer):
                 "every_n_batches": self.every_n_batches, "seed": self.seed}
 
     def get_state(self) -> dict:
-        return {**super().get_state(), "batches_seen": self.batches_seen, "updates": self.updates}
+        return {**super().get_state(), "updates": self.updates}
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
-        self.batches_seen = state.get("batches_seen", 0)
         self.updates = list(state.get("updates", []))
