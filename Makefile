@@ -28,7 +28,7 @@ install-ray: install  ## add the Ray launcher (hydra/launcher=ray; ~200 MB)
 install-optuna: install  ## add the Optuna sweeper (+hparams_search=optuna; pins optuna 2.x)
 	$(BIN)/pip install -e ".[optuna]"
 
-train: install  ## the main job: default offline experiment on the embedded model (~5 min)
+train: install  ## the main job: default offline experiment on the embedded model (~2 min)
 	$(BIN)/promptrl train +optimizer=random_few_shot
 
 seed-script: install  ## the Synalinks-style Python script on the offline task

@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 
 import promptrl
-from promptrl.trainer import derive_seed
+from promptrl.seeding import derive_seed
 
 NB_EPOCHS = 2
 BATCH_SIZE = 8

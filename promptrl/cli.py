@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from promptrl import __version__
+from promptrl import __version__, sweep
 from promptrl.secrets import redact_override
 
 CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
@@ -123,7 +123,7 @@ class HydraJob:
                 reason = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
                 (output_dir / "FAILED").write_text(reason + "\n\n" + traceback.format_exc())
                 log.error("job failed: %s", reason)
-                return None
+                return float("nan")  # what an optimizing sweeper (Optuna) records as a failed trial
             _fail(str(error))
 
 
@@ -139,6 +139,7 @@ def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, d
     gate = _StderrGate(saved_stderr)
     if not debug:
         sys.stderr = gate
+    sweep.LAST_REPORT = None
     try:
         main_fn()
     except SystemExit as exit_:
@@ -147,10 +148,23 @@ def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, d
             gate.buffer = io.StringIO()
             _fail(_one_line(held) + f" (see `promptrl {command} --help` for groups and options)")
         raise
+    except Exception as error:  # noqa: BLE001 - Hydra rejecting the command line before any job ran
+        if debug:
+            raise
+        sys.stderr = saved_stderr
+        _fail(f"{error} (see `promptrl {command} --help`)")
     finally:
         sys.argv, sys.stderr = saved_argv, saved_stderr
         if gate.buffer.getvalue():
             saved_stderr.write(gate.buffer.getvalue())
+    if sweep.LAST_REPORT is not None:
+        sweep_dir, rows = sweep.LAST_REPORT
+        failed = [r for r in rows if r["status"] != "ok"]
+        if failed and len(failed) == len(rows):
+            _fail(f"all {len(rows)} jobs failed (first: {failed[0]['error']}); see {sweep_dir / sweep.REPORT_MD}")
+        if failed:
+            typer.secho(f"warning: {len(failed)} of {len(rows)} jobs failed; see {sweep_dir / sweep.REPORT_MD}",
+                        err=True, fg=typer.colors.YELLOW)
 
 
 def _print_table(title: str, results: dict[str, dict | None]) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 from promptrl.errors import PredictionError
-from promptrl.language_model import LOCAL_PREFIX, Usage, local_model_path
+from promptrl.language_model import Usage, is_local_model, local_model_path
 
 
 class EmbeddingModel:
@@ -22,7 +22,7 @@ class EmbeddingModel:
 
     @property
     def is_local(self) -> bool:
-        return self.model == LOCAL_PREFIX or self.model.startswith(LOCAL_PREFIX + "/")
+        return is_local_model(self.model)
 
     def _local_embed(self, texts: list[str]) -> list[list[float]]:
         path = local_model_path(self.model, self.model_path)

@@ -8,6 +8,8 @@ Concurrency is bounded by one semaphore per language model (`concurrency`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -26,6 +28,26 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 LOCAL_PREFIX = "local"
 DEFAULT_LOCAL_MODEL = "local/smollm2-135m"
+
+
+def is_local_model(model: str) -> bool:
+    return model == LOCAL_PREFIX or model.startswith(LOCAL_PREFIX + "/")
+
+
+_ROLE: contextvars.ContextVar[str | None] = contextvars.ContextVar("promptrl_usage_role", default=None)
+
+
+@contextlib.contextmanager
+def usage_role(role: str):
+    """Account the calls made inside this block (and the tasks it starts) under `role` too,
+    e.g. the program calls an optimizer makes to score its candidates."""
+    token = _ROLE.set(role)
+    try:
+        yield
+    finally:
+        _ROLE.reset(token)
+
+
 @dataclass
 class Usage:
     """What a language model spent. `calls` counts requests that reached the backend."""
@@ -40,6 +62,10 @@ class Usage:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def add(self, **deltas) -> None:
+        for key, value in deltas.items():
+            setattr(self, key, getattr(self, key) + value)
 
 
 @dataclass
@@ -87,14 +113,25 @@ class LanguageModel:
         self.cache_dir = cache_dir
         self.extra = extra
         self.usage = Usage()
+        self.usage_by_role: dict[str, Usage] = {}
         self._succeeded = 0
         self._semaphores: dict[int, asyncio.Semaphore] = {}
         self._cache = None
-        self._backend = _LocalBackend(self) if self.is_local else _LiteLLMBackend(self)
+        if self.is_local:
+            local_model_path(model, model_path)  # a wrong path or name is a user error now, not 0 reward later
+            self._backend = _LocalBackend(self)
+        else:
+            self._backend = _LiteLLMBackend(self)
 
     @property
     def is_local(self) -> bool:
-        return self.model == LOCAL_PREFIX or self.model.startswith(LOCAL_PREFIX + "/")
+        return is_local_model(self.model)
+
+    def _account(self, **deltas) -> None:
+        self.usage.add(**deltas)
+        role = _ROLE.get()
+        if role is not None:
+            self.usage_by_role.setdefault(role, Usage()).add(**deltas)
 
     def get_config(self) -> dict:
         """Constructor arguments, without secrets (safe to write into outputs)."""
@@ -114,9 +151,11 @@ class LanguageModel:
         config.update(redact(self.extra))
         return config
 
-    def clone(self) -> "LanguageModel":
-        """The same model and settings with its own usage counters (e.g. an optimizer's teacher)."""
-        return LanguageModel(**self.get_config(), api_key=self.api_key)
+    def clone(self, **changes) -> "LanguageModel":
+        """The same model and settings (and credentials) with its own usage counters, e.g. an
+        optimizer's teacher; `changes` replace settings (temperature=0.7, ...)."""
+        config = {**self.get_config(), **self.extra, "api_key": self.api_key, **changes}
+        return LanguageModel(**config)
 
     def __repr__(self) -> str:
         return f"LanguageModel(model={self.model!r})"
@@ -136,7 +175,8 @@ class LanguageModel:
         return self._cache
 
     def _cache_key(self, messages: list[dict], schema: dict, seed: int | None) -> str:
-        payload = [self.model, self.model_path, self.temperature, self.max_tokens, seed, messages, schema]
+        payload = [self.model, self.api_base, self.model_path, self.temperature, self.max_tokens,
+                   redact(self.extra), seed, messages, schema]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     async def generate(
@@ -147,30 +187,24 @@ class LanguageModel:
         cache = self._cache_store()
         key = self._cache_key(messages, schema, seed) if cache is not None else None
         if cache is not None and key in cache:
-            self.usage.cache_hits += 1
+            self._account(cache_hits=1)
             return output_model.model_validate_json(cache[key])
 
         async with self._semaphore():
             start = time.perf_counter()
             try:
                 completion = await self._backend.complete(messages, output_model, schema, seed)
-            except LanguageModelUnavailable:
+            except UserError:  # unreachable endpoint, bad key, missing model file: stop, do not score 0
                 raise
-            except Exception as error:  # noqa: BLE001 - any backend error is a failed prediction
-                self.usage.calls += 1
-                self.usage.failures += 1
-                self.usage.latency_s += time.perf_counter() - start
+            except Exception as error:  # noqa: BLE001 - any other backend error is a failed prediction
+                self._account(calls=1, failures=1, latency_s=time.perf_counter() - start)
                 raise PredictionError(f"{self.model}: {type(error).__name__}: {error}") from error
-        usage = self.usage
-        usage.calls += 1
-        usage.prompt_tokens += completion.prompt_tokens
-        usage.completion_tokens += completion.completion_tokens
-        usage.cost += completion.cost
-        usage.latency_s += time.perf_counter() - start
+        self._account(calls=1, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                      cost=completion.cost, latency_s=time.perf_counter() - start)
         try:
             result = output_model.model_validate_json(_strip_fences(completion.text))
         except pydantic.ValidationError as error:
-            usage.failures += 1
+            self._account(failures=1)
             raise PredictionError(f"{self.model}: output failed validation: {error.errors()[0]['msg']}") from None
         self._succeeded += 1
         if cache is not None:

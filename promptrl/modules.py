@@ -7,7 +7,6 @@ module's `call(inputs, ctx)` with plain dicts.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import pydantic
 
 from promptrl.data_model import DataModel, resolve_data_model
 from promptrl.language_model import LanguageModel
+from promptrl.seeding import derive_seed
 
 _names = itertools.count()
 
@@ -46,10 +46,7 @@ class RunContext:
 
     def call_seed(self, module_name: str) -> int | None:
         """A seed for one LM call, stable whatever order calls complete in."""
-        if self.seed is None:
-            return None
-        digest = hashlib.sha256(f"{self.seed}/{self.index}/{module_name}".encode()).digest()
-        return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+        return derive_seed(self.seed, self.index, module_name)
 
 
 class SymbolicNode:

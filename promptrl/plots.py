@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import tempfile
+import io
 from numbers import Number
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from promptrl.io import atomic_write_bytes
 
 __all__ = [
     "plot_history",
@@ -74,20 +75,12 @@ def _new_figure(width: float, height: float) -> Figure:
 
 def _save(fig: Figure, path) -> Path:
     """Write `fig` as PNG to `path` atomically (temp file + rename) and release it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    buffer = io.BytesIO()
     try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     finally:
         fig.clear()
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _number(value) -> float:

@@ -42,6 +42,7 @@ class Program:
         self.reward = None
         self.optimizer = None
         self.metrics: list = []
+        self.metadata: dict = {}  # saved with the program: e.g. the dataset and seed it was trained on
 
     def _topological_order(self) -> list[SymbolicNode]:
         order, seen = [], set()
@@ -96,7 +97,11 @@ class Program:
         values: dict[int, dict] = {}
         data = x.model_dump() if isinstance(x, pydantic.BaseModel) else dict(x)
         for node in self.inputs:
-            values[id(node)] = {k: data[k] for k in node.data_model.model_fields if k in data}
+            missing = [k for k in node.data_model.model_fields if k not in data]
+            if missing:
+                raise UserError(f"program '{self.name}': input is missing field '{missing[0]}' of "
+                                f"{node.data_model.__name__} (got {sorted(data)}); check the dataset's input fields")
+            values[id(node)] = {k: data[k] for k in node.data_model.model_fields}
         pending = [n for n in self.nodes if n.module is not None]
         while pending:
             # Every module whose parents are done runs now, concurrently.
@@ -124,16 +129,27 @@ class Program:
         if clash:
             raise UserError(f"metric name(s) {clash} clash with another metric or a log key "
                             f"({', '.join(RESERVED_LOG_KEYS)}); give each metric a unique name=")
+        for scorer in ([reward] if reward else []) + list(metrics or []):
+            self._check_mask(scorer)
         self.reward = reward
         self.optimizer = optimizer
         self.metrics = list(metrics or [])
         if optimizer is not None:
             optimizer.attach(self)
 
-    async def fit(self, x, y, validation_data=None, epochs: int = 1, batch_size: int = 8, callbacks=None, seed=0):
+    def _check_mask(self, scorer) -> None:
+        """A mask naming a field the program does not output would score nothing (silently 0 or 1)."""
+        fields = self.output_data_model.model_fields
+        unknown = [f for f in (scorer.in_mask or []) + (scorer.out_mask or []) if f not in fields]
+        if unknown:
+            raise UserError(f"{scorer.name}: mask field '{unknown[0]}' is not an output of program '{self.name}' "
+                            f"(outputs: {', '.join(fields)}); fix in_mask/out_mask, e.g. reward.in_mask=[{next(iter(fields))}]")
+
+    async def fit(self, x, y, validation_data=None, epochs: int = 1, batch_size: int = 8, callbacks=None, seed=0,
+                  validate_initial: bool = False):
         from promptrl.trainer import fit
 
-        return await fit(self, x, y, validation_data, epochs, batch_size, callbacks, seed)
+        return await fit(self, x, y, validation_data, epochs, batch_size, callbacks, seed, validate_initial)
 
     async def evaluate(self, x, y, batch_size: int = 8, seed: int | None = None, callbacks=None) -> dict:
         from promptrl.trainer import evaluate
@@ -187,6 +203,7 @@ class Program:
             "nodes": nodes,
             "inputs": [n.name for n in self.inputs],
             "outputs": [n.name for n in self.outputs],
+            "metadata": self.metadata,
         }
         if self.optimizer is not None:
             state["optimizer"] = {"class": type(self.optimizer).__name__, "state": self.optimizer.get_state()}
@@ -243,6 +260,7 @@ class Program:
             description=state.get("description"),
         )
         program.saved_optimizer_state = state.get("optimizer")
+        program.metadata = dict(state.get("metadata") or {})
         return program
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-SECRET_KEYS = ("api_key", "token", "secret", "password", "authorization")
+# api_key, openai_api_key, access_token, token, aws_secret_access_key, password, authorization...
+# but not max_tokens or prompt_tokens.
+_SECRET = re.compile(r"(api_?key|(^|_)token|secret|password|authorization|credential)", re.IGNORECASE)
+_NOT_SECRET = re.compile(r"tokens$", re.IGNORECASE)
 
 
 def is_secret(key) -> bool:
-    return any(s in str(key).lower() for s in SECRET_KEYS)
+    key = str(key)
+    return bool(_SECRET.search(key)) and not _NOT_SECRET.search(key)
 
 
 def redact(value: Any) -> Any:
@@ -23,4 +28,4 @@ def redact(value: Any) -> Any:
 def redact_override(override: str) -> str:
     """`language_model.api_key=sk-...` -> `language_model.api_key=***` (a Hydra command-line override)."""
     key, sep, _ = override.partition("=")
-    return f"{key}{sep}***" if sep and is_secret(key) else override
+    return f"{key}{sep}***" if sep and is_secret(key.rsplit(".", 1)[-1]) else override

@@ -46,18 +46,19 @@ def job_row(job: Path) -> dict:
     overrides_file = job / "overrides.yaml"
     overrides = _parse_overrides(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else {}
     baseline, final = _read_json(job / "baseline.json"), _read_json(job / "final.json")
+    evaluation = _read_json(job / "evaluation.json")  # a `promptrl evaluate -m` job
     usage = _read_json(job / "usage.json") or {}
     failed = job / "FAILED"
     if failed.is_file():
         status, error = "failed", failed.read_text().strip().splitlines()[0]
-    elif baseline is None:
+    elif baseline is None and evaluation is None:
         status, error = "incomplete", "no baseline.json (stopped or still running)"
     else:
         status, error = "ok", ""
     row = {"job": int(job.name), "overrides": overrides, "status": status, "error": error,
            "trained": final is not None}
     # A job without an optimizer is its own "final" program: the untrained one.
-    for phase, result in (("baseline", baseline), ("final", final or baseline)):
+    for phase, result in (("baseline", baseline), ("final", final or baseline or evaluation)):
         for key, value in (result or {}).get("mean", {}).items():
             row[f"{phase}_{key}_mean"] = value
             row[f"{phase}_{key}_std"] = result["std"][key]
@@ -145,12 +146,21 @@ except ImportError:  # pragma: no cover
     _HydraCallback = object
 
 
+LAST_REPORT: tuple[Path, list[dict]] | None = None  # the CLI reads it to set its exit status
+
+
 class SweepReportCallback(_HydraCallback):
     """Writes the sweep report into the sweep dir when a multirun ends."""
 
+    def on_job_start(self, config, **kwargs) -> None:
+        # Hydra has written multirun.yaml by now: mask secrets while the sweep runs, not only after.
+        if config.hydra.mode and str(config.hydra.mode).endswith("MULTIRUN"):
+            _redact_multirun_yaml(Path(config.hydra.sweep.dir) / "multirun.yaml")
+
     def on_multirun_end(self, config, **kwargs) -> None:
+        global LAST_REPORT
         sweep_dir = Path(config.hydra.sweep.dir)
         _redact_multirun_yaml(sweep_dir / "multirun.yaml")
         if sweep_dir.is_dir() and job_dirs(sweep_dir):
-            write_report(sweep_dir)
+            LAST_REPORT = (sweep_dir, write_report(sweep_dir))
             print(f"sweep report: {sweep_dir / REPORT_MD}")

@@ -7,7 +7,6 @@ example order, so a reward is always paired with its own prediction by index.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import statistics
 from dataclasses import dataclass, field
@@ -16,14 +15,7 @@ from typing import Any
 from promptrl.callbacks import Callback, CallbackList
 from promptrl.errors import PredictionError, UserError
 from promptrl.modules import RunContext
-
-
-def derive_seed(seed: int | None, *parts: Any) -> int | None:
-    """A child seed from a parent seed and labels ("run", 2) - stable across Python runs."""
-    if seed is None:
-        return None
-    digest = hashlib.sha256("/".join(map(str, (seed, *parts))).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+from promptrl.seeding import derive_seed
 
 
 @dataclass
@@ -123,6 +115,8 @@ class History(Callback):
         self.history: dict[str, list] = {}
 
     def on_epoch_end(self, epoch, logs=None):
+        if epoch < 0:  # the untrained program's validation (validate_initial): not a training epoch
+            return
         self.epochs.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
@@ -131,8 +125,22 @@ class History(Callback):
         return [{"epoch": e, **{k: v[i] for k, v in self.history.items()}} for i, e in enumerate(self.epochs)]
 
 
+def check_monitors(program, callbacks, has_validation: bool) -> None:
+    """Fail before any LM call, not at the end of the first epoch, on a monitor that will not exist."""
+    keys = ["reward", "failures", *(m.name for m in program.metrics)]
+    keys += [f"val_{k}" for k in keys] if has_validation else []
+    for callback in callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if monitor is not None and monitor not in keys:
+            raise UserError(f"{type(callback).__name__}: monitor '{monitor}' will not be in the logs "
+                            f"(they hold {', '.join(keys)}); pick one of those"
+                            + ("" if has_validation else " or pass validation_data"))
+
+
 async def fit(program, x, y, validation_data=None, epochs: int = 1, batch_size: int = 8, callbacks=None,
-              seed: int | None = 0) -> History:
+              seed: int | None = 0, validate_initial: bool = False) -> History:
+    """Train; with `validate_initial`, the untrained program is validated first and reported to the
+    callbacks as epoch -1, so a checkpoint on val_reward never keeps a program worse than it."""
     if program.reward is None:
         raise UserError("fit needs a reward: call program.compile(reward=..., optimizer=...) first")
     if batch_size < 1 or epochs < 0:
@@ -141,6 +149,7 @@ async def fit(program, x, y, validation_data=None, epochs: int = 1, batch_size: 
     if validation_data is not None:
         x_val, y_val = validation_data
         _check_data(x_val, y_val, "fit validation_data")
+    check_monitors(program, callbacks or [], validation_data is not None)
     history = History()
     callbacks = CallbackList([*(callbacks or []), history], program)
     optimizer = program.optimizer
@@ -149,6 +158,11 @@ async def fit(program, x, y, validation_data=None, epochs: int = 1, batch_size: 
     callbacks.on_train_begin({"epochs": epochs, "steps": -(-len(x) // batch_size)})
     if optimizer is not None:
         await optimizer.on_train_begin(program, (x, y), validation_data)
+    # One validation seed for every epoch: epochs differ by their prompts, not their sampling.
+    val_seed = derive_seed(seed, "val")
+    if validate_initial and validation_data is not None:
+        val_logs = await evaluate(program, x_val, y_val, batch_size, val_seed, callbacks)
+        callbacks.on_epoch_end(-1, {f"val_{k}": v for k, v in val_logs.items()})
     logs: dict = {}
     for epoch in range(epochs):
         callbacks.on_epoch_begin(epoch)
@@ -165,9 +179,7 @@ async def fit(program, x, y, validation_data=None, epochs: int = 1, batch_size: 
             callbacks.on_batch_end(step, summarize(batch, program))
         logs = summarize(epoch_predictions, program)
         if validation_data is not None:
-            # One validation seed for every epoch: epochs differ by their prompts, not their sampling.
-            val_logs = await evaluate(program, x_val, y_val, batch_size,
-                                      derive_seed(seed, "val"), callbacks)
+            val_logs = await evaluate(program, x_val, y_val, batch_size, val_seed, callbacks)
             logs.update({f"val_{k}": v for k, v in val_logs.items()})
         if optimizer is not None:
             await optimizer.on_epoch_end(program, epoch, logs)

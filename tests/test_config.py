@@ -8,7 +8,8 @@ from hydra.core.global_hydra import GlobalHydra
 
 from promptrl.cli import config_dir
 from promptrl.datasets import Dataset
-from promptrl.experiment import build_optimizer, build_program, build_scorers, build_splits, container, _instantiate
+from promptrl.errors import UserError
+from promptrl.experiment.build import _instantiate, build_optimizer, build_program, build_scorers, build_splits, container
 from promptrl.language_model import LanguageModel
 from promptrl.program import Program
 from promptrl.rewards import Reward
@@ -97,11 +98,15 @@ def test_gsm8k_and_jsonl_options_load_from_local_files(tmp_path: Path):
                                              "dataset.val_size=4", "dataset.test_size=5"))
     assert test.y[0].answer % 1000 == 0 and len(train) == 8
     (tmp_path / "t.jsonl").write_text("".join(f'{{"question": "q{i}", "answer": "a{i}"}}\n' for i in range(30)))
+    (tmp_path / "u.jsonl").write_text("".join(f'{{"question": "q{i}", "answer": "a{i}"}}\n' for i in range(25, 40)))
     _, train, val, test = build_splits(_cfg("dataset=jsonl", f"dataset.train_path={tmp_path / 't.jsonl'}",
-                                             f"dataset.test_path={tmp_path / 't.jsonl'}", "dataset.val_size=4",
+                                             f"dataset.test_path={tmp_path / 'u.jsonl'}", "dataset.val_size=4",
                                              "dataset.test_size=10"))
-    # same file for train and test: every test input is removed from the train pool
-    assert len(test) == 10 and len(train) == 16 and len(val) == 4
+    # q25..q29 are in both files: removed from the train pool (30 - 5 = 25 = 21 train + 4 val)
+    assert (len(train), len(val), len(test)) == (21, 4, 10)
+    with pytest.raises(UserError, match="lower the sizes"):  # same file for both: no train pool left
+        build_splits(_cfg("dataset=jsonl", f"dataset.train_path={tmp_path / 't.jsonl'}",
+                          f"dataset.test_path={tmp_path / 't.jsonl'}", "dataset.val_size=4"))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])

@@ -130,3 +130,12 @@ def test_report_command_renders_an_existing_sweep_and_rejects_other_dirs(tmp_pat
     empty.mkdir()
     result = CliRunner().invoke(app, ["report", str(empty)])
     assert result.exit_code == 1 and "no job dirs" in result.output
+
+
+def test_an_evaluate_sweep_job_reports_its_evaluation(tmp_path):
+    job = tmp_path / "0"
+    job.mkdir()
+    (job / "overrides.yaml").write_text(yaml.safe_dump(["seed=3"]))
+    (job / "evaluation.json").write_text(json.dumps({"mean": {"reward": 0.4}, "std": {"reward": 0.1}}))
+    row = job_row(job)
+    assert row["status"] == "ok" and row["final_reward_mean"] == 0.4 and row["trained"] is False

@@ -95,23 +95,26 @@ class Dataset:
     def splits(self, train_size: int | None, val_size: int, test_size: int | None, seed: int | None = 0):
         """Disjoint (train, val, test) Splits. Sizes None mean "all that is left".
 
-        Train and validation are sampled from the train pool after removing any example whose
-        input also appears in the test split (duplicates across the canonical files would leak).
+        Train and validation are sampled from the train pool after removing repeated inputs and any
+        input that also appears in the test pool (duplicates across the canonical files would leak).
         """
         rng = random.Random(seed)
         test_idx = list(range(len(self.x_test)))
         rng.shuffle(test_idx)
         test_idx = test_idx[:test_size] if test_size is not None else test_idx
-        test_keys = {_key(self.x_test[i]) for i in test_idx}
-        pool, seen = [], set(test_keys)
+        # every test input is excluded from train/val, not only the sampled ones: a later
+        # evaluation with a larger test_size must not meet a training example
+        pool, seen = [], {_key(x) for x in self.x_test}
         for i in range(len(self.x_train)):  # drop test inputs and repeated inputs from the train pool
             key = _key(self.x_train[i])
             if key not in seen:
                 seen.add(key)
                 pool.append(i)
         rng.shuffle(pool)
-        wanted = (train_size if train_size is not None else len(pool) - val_size) + val_size
-        if val_size < 0 or wanted > len(pool) or (test_size or 0) > len(self.x_test):
+        train_size = len(pool) - val_size if train_size is None else train_size
+        wanted = train_size + val_size
+        if min(train_size, val_size, test_size if test_size is not None else 0) < 0 or wanted > len(pool) \
+                or (test_size or 0) > len(self.x_test):
             raise UserError(
                 f"dataset '{self.name}' has {len(pool)} train-pool and {len(self.x_test)} test examples; "
                 f"asked for train_size={train_size}, val_size={val_size}, test_size={test_size} - lower the sizes"

@@ -13,6 +13,7 @@ from pathlib import Path
 from promptrl.data_model import DataModel, Field
 from promptrl.datasets import Dataset, iter_jsonl, register
 from promptrl.errors import UserError
+from promptrl.io import atomic_write_bytes
 
 SOURCE = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/{split}.jsonl"
 DEFAULT_CACHE = Path(os.environ.get("PROMPTRL_CACHE", Path.home() / ".cache" / "promptrl")) / "gsm8k"
@@ -60,9 +61,7 @@ def _fetch(folder: Path) -> None:
             raise UserError(
                 f"cannot download GSM8K ({error}); give a folder with train.jsonl and test.jsonl as dataset.path"
             ) from None
-        tmp = target.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(target)
+        atomic_write_bytes(target, data)
 
 
 @register("gsm8k")

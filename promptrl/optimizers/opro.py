@@ -13,7 +13,7 @@ from promptrl.data_model import DataModel, Field
 from promptrl.errors import UserError
 from promptrl.optimizers.base import Optimizer, as_json, describe_fields
 from promptrl.optimizers.random_few_shot import RandomFewShot
-from promptrl.trainer import derive_seed
+from promptrl.seeding import derive_seed
 
 
 class ProposedInstruction(DataModel):

@@ -13,7 +13,7 @@ from promptrl.data_model import DataModel, Field
 from promptrl.errors import UserError
 from promptrl.modules import Generator
 from promptrl.optimizers.base import Optimizer, as_json
-from promptrl.trainer import derive_seed
+from promptrl.seeding import derive_seed
 
 
 class Critique(DataModel):

@@ -1,0 +1,108 @@
+"""Config -> library objects: dataset splits, program, reward and metrics, optimizer.
+
+Each config node maps to a library class or function through `_target_`; errors a user can
+cause come out as one-line UserErrors naming the config key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from promptrl.datasets import Dataset
+from promptrl.errors import UserError
+
+
+
+def _instantiate(node, what: str, **kwargs):
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, UserError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        first_line = str(error).strip().splitlines()[0]
+        raise UserError(f"cannot build {what}: {first_line} {cause or ''}; check the '{what}' config") from None
+    except MissingMandatoryValue as error:
+        key = f"{what}.{error.full_key}"
+        raise UserError(f"missing value for {key}; set it on the command line: {key}=...") from None
+
+
+def container(cfg, key: str | None = None) -> Any:
+    """A config node as plain Python, with clear errors for missing values."""
+    try:
+        node = cfg if key is None else cfg[key]
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    except MissingMandatoryValue as error:
+        full_key = error.full_key if key is None or error.full_key.startswith(f"{key}.") else f"{key}.{error.full_key}"
+        raise UserError(f"missing value for {full_key}; set it on the command line: {full_key}=...") from None
+
+
+SIZE_KEYS = ("train_size", "val_size", "test_size")
+TEACHER_DEFAULTS = {"temperature": 0.7, "max_tokens": 256}
+
+
+def check_run_keys(cfg: DictConfig) -> None:
+    """The run-wide keys, checked before anything is computed."""
+    rules = {"nb_runs": 1, "batch_size": 1, "epochs": 0, "seed": None}
+    for key, minimum in rules.items():
+        if key not in cfg:
+            continue
+        value = cfg[key]
+        if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+            need = "an integer" if minimum is None else f"an integer >= {minimum}"
+            raise UserError(f"{key}={value!r} is not valid; {key} must be {need}")
+    for key in SIZE_KEYS:
+        value = cfg.dataset.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise UserError(f"dataset.{key}={value!r} is not valid; it must be an integer >= 0 or null (all)")
+
+
+def build_splits(cfg: DictConfig, seed: int | None = None):
+    """(dataset, train, val, test); `seed` (default: cfg.seed) picks the splits."""
+    node = container(cfg, "dataset")
+    sizes = {key: node.pop(key, None) for key in SIZE_KEYS}
+    dataset = _instantiate(node, "dataset")
+    if not isinstance(dataset, Dataset):
+        raise UserError(f"dataset target returned {type(dataset).__name__}; it must return a promptrl.datasets.Dataset")
+    seed = cfg.seed if seed is None else seed
+    train, val, test = dataset.splits(sizes["train_size"], sizes["val_size"] or 0, sizes["test_size"], seed=seed)
+    return dataset, train, val, test
+
+
+def build_program(cfg: DictConfig, dataset: Dataset):
+    language_model = _instantiate(container(cfg, "language_model"), "language_model")
+    program = _instantiate(container(cfg, "program"), "program", language_model=language_model,
+                           dataset_input=dataset.input_data_model, dataset_output=dataset.output_data_model)
+    return program, language_model
+
+
+def build_scorers(cfg: DictConfig):
+    reward = _instantiate(container(cfg, "reward"), "reward")
+    metrics = [_instantiate(node, f"metrics.{name}") for name, node in (container(cfg, "metrics") or {}).items()]
+    return reward, metrics
+
+
+def build_optimizer(cfg: DictConfig, program_language_model):
+    """The optimizer, and its teacher LM for optimizers that write prompts (None otherwise).
+
+    The teacher is `optimizer.language_model`, else `optimizer_language_model`, else a copy of the
+    program's LM at TEACHER_DEFAULTS (proposals need some diversity, critiques some room).
+    """
+    node = container(cfg, "optimizer") if "optimizer" in cfg else None
+    if not node:
+        return None, None
+    kwargs = {}
+    if "language_model" in node:
+        spec = node.pop("language_model") or container(cfg, "optimizer_language_model")
+        # Defaulting to the program's model still gets its own instance, so its usage is accounted apart.
+        kwargs["language_model"] = (_instantiate(spec, "optimizer_language_model") if spec
+                                    else program_language_model.clone(**TEACHER_DEFAULTS))
+    return _instantiate(node, "optimizer", **kwargs), kwargs.get("language_model")

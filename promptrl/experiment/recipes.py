@@ -1,0 +1,178 @@
+"""The experiment recipes: a composed Hydra config -> program, runs, training, files in the run dir.
+
+train:    build -> NB_RUNS baseline evaluations -> fit (best-only checkpoint on val_reward, the
+          untrained program included) -> reload best -> NB_RUNS final evaluations -> plots, report
+evaluate: build (or load a checkpoint) -> NB_RUNS evaluations -> files
+
+Every file is written as soon as its numbers exist, so a run stopped half-way keeps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from promptrl import plots
+from promptrl.callbacks import HistoryLogger, ProgramCheckpoint, ProgressBar
+from promptrl.errors import UserError
+from promptrl.experiment.build import (
+    _instantiate, build_optimizer, build_program, build_scorers, build_splits, check_run_keys, container,
+)
+from promptrl.experiment.results import aggregate, paired_comparison, usage_report, write_report
+from promptrl.io import atomic_write_json, atomic_write_text
+from promptrl.program import Program
+from promptrl.secrets import redact
+from promptrl.seeding import derive_seed
+from promptrl.trainer import check_monitors, evaluate
+
+
+async def run_evaluations(program, split, cfg, phase: str, out: Path, progress: bool, log: Callable) -> dict:
+    """NB_RUNS evaluations of the test split, run i with seed derive_seed(seed, "run", i).
+
+    Baseline and final use the same run seeds, so the comparison is paired.
+    """
+    runs, seeds, rewards, rows = [], [], [], []
+    for i in range(cfg.nb_runs):
+        seed = derive_seed(cfg.seed, "run", i)
+        callbacks = [ProgressBar(f"{phase} run {i + 1}/{cfg.nb_runs} ")] if progress else []
+        logs, predictions = await evaluate(program, split.x, split.y, cfg.batch_size, seed, callbacks,
+                                           return_predictions=True)
+        runs.append(logs)
+        seeds.append(seed)
+        rewards.append([p.reward for p in predictions])
+        rows += [{"run": i, "index": p.index, "input": p.x.model_dump(), "target": p.y_true.model_dump(),
+                  "prediction": p.y_pred.model_dump() if p.y_pred is not None else None,
+                  "reward": p.reward, "error": p.error} for p in predictions]
+        log(f"{phase} run {i + 1}/{cfg.nb_runs}: " + ", ".join(f"{k}={v:.3f}" for k, v in logs.items()))
+    result = aggregate(phase, runs, seeds, rewards)
+    atomic_write_json(out / f"{phase}.json", result)
+    atomic_write_text(out / f"{phase}_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return result
+
+
+def _embedders(program) -> list:
+    scorers = ([program.reward] if program.reward else []) + list(program.metrics)
+    return [s.embedding_model for s in scorers if getattr(s, "embedding_model", None) is not None]
+
+
+def _write_config(cfg, out: Path, **actual) -> None:
+    """config.yaml: the resolved config (secrets redacted); `actual` replaces keys by what was really
+    used (e.g. the language model of an evaluated checkpoint)."""
+    config = {**container(cfg), **actual}
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(redact(config))))
+
+
+def run_train(cfg: DictConfig, output_dir, progress: bool = True, log: Callable = print) -> dict:
+    """The train recipe. Returns {"baseline", "final", "history", "best", "usage", "output_dir"}."""
+    return asyncio.run(_train(cfg, Path(output_dir), progress, log))
+
+
+async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
+    started = time.perf_counter()
+    check_run_keys(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset, train, val, test = build_splits(cfg)
+    program, lm = build_program(cfg, dataset)
+    reward, metrics = build_scorers(cfg)
+    optimizer, teacher = build_optimizer(cfg, lm)
+    program.compile(reward=reward, optimizer=optimizer, metrics=metrics)
+    program.metadata = {"task_name": cfg.task_name, "seed": cfg.seed, "dataset": container(cfg, "dataset")}
+    _write_config(cfg, out)
+    program.save(out / "initial.program.json")
+    log(f"dataset {dataset.name}: train {len(train)}, val {len(val)}, test {len(test)} | "
+        f"model {lm.model} | optimizer {type(optimizer).__name__ if optimizer else 'none (baseline only)'}")
+    lms = {"program": lm, "optimizer": teacher}
+    callbacks_cfg = container(cfg, "callbacks") or {}
+    callbacks = [_instantiate(node, f"callbacks.{name}") for name, node in callbacks_cfg.items() if node]
+    check_monitors(program, callbacks, has_validation=True)  # before any LM call is paid for
+    baseline = final = best = comparison = None
+    history: list[dict] = []
+    status = "failed"
+    try:
+        baseline = await run_evaluations(program, test, cfg, "baseline", out, progress, log)
+        plots.plot_metrics_with_mean_and_std(baseline, out / "baseline.png", title=f"Baseline - {cfg.task_name}")
+        if optimizer is not None and cfg.epochs > 0:
+            if len(val) == 0:
+                raise UserError("training needs validation data for the val_reward checkpoint; set dataset.val_size > 0")
+            logger = HistoryLogger(out / "history.jsonl", out / "history.csv")
+            callbacks += [logger] + ([ProgressBar("fit ")] if progress else [])
+            await program.fit(train.x, train.y, validation_data=(val.x, val.y), epochs=cfg.epochs,
+                              batch_size=cfg.batch_size, callbacks=callbacks, seed=cfg.seed, validate_initial=True)
+            history = logger.records
+            plots.plot_history(history, out / "history.png", title=f"Training history - {cfg.task_name}")
+            checkpoint = next((c for c in callbacks if isinstance(c, ProgramCheckpoint) and c.best_path), None)
+            if checkpoint is not None:
+                best = {"path": checkpoint.best_path, "epoch": checkpoint.best_epoch,
+                        "monitor": checkpoint.monitor, "value": checkpoint.best}
+                # Reload the best prompts into the live program (keeps its LM and usage counters).
+                program.set_trainable_variables(Program.load(checkpoint.best_path, lm).trainable_variables)
+                when = "the untrained program" if best["epoch"] < 0 else f"epoch {best['epoch'] + 1}"
+                log(f"reloaded best checkpoint: {when}, {best['monitor']}={best['value']:.3f}")
+            final = await run_evaluations(program, test, cfg, "final", out, progress, log)
+            comparison = paired_comparison(baseline, final, seed=cfg.seed)
+            atomic_write_json(out / "comparison.json", comparison)
+            plots.plot_metrics_comparison_with_mean_and_std(
+                {"baseline": baseline, "trained": final}, out / "comparison.png",
+                title=f"Baseline vs trained - {cfg.task_name} (n={cfg.nb_runs} runs)")
+        status = "ok"
+    finally:
+        usage = usage_report(lms, started, _embedders(program))
+        atomic_write_json(out / "usage.json", usage)
+        notes = [] if optimizer else ["", "No optimizer: baseline evaluations only (add +optimizer=random_few_shot)."]
+        write_report(out, f"promptrl train: {cfg.task_name}", {"baseline": baseline, "trained": final},
+                     test_size=len(test), comparison=comparison, history=history, best=best, usage=usage,
+                     program=program, status=status, notes=notes)
+    return {"baseline": baseline, "final": final, "comparison": comparison, "history": history, "best": best,
+            "usage": usage, "output_dir": str(out)}
+
+
+def run_evaluate(cfg: DictConfig, output_dir, progress: bool = True, log: Callable = print,
+                 override_language_model: bool = False) -> dict:
+    return asyncio.run(_evaluate(cfg, Path(output_dir), progress, log, override_language_model))
+
+
+async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_language_model: bool) -> dict:
+    started = time.perf_counter()
+    check_run_keys(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = Program.load(cfg.checkpoint) if cfg.checkpoint else None
+    notes = []
+    split_seed = cfg.seed
+    if checkpoint is not None and checkpoint.metadata.get("seed") not in (None, cfg.seed):
+        # The splits of the seed it was trained with: another seed could put its training examples in the test split.
+        split_seed = checkpoint.metadata["seed"]
+        notes.append(f"Test split drawn with the checkpoint's training seed {split_seed} (runs use seed {cfg.seed}).")
+    dataset, _, _, test = build_splits(cfg, seed=split_seed)
+    program, lm = build_program(cfg, dataset)
+    if checkpoint is not None:
+        trained_on = (checkpoint.metadata.get("dataset") or {}).get("name")
+        if trained_on and trained_on != dataset.name:
+            notes.append(f"Warning: the checkpoint was trained on dataset '{trained_on}', evaluated on '{dataset.name}'.")
+        # The checkpoint's own language model, unless language_model=... was given on the command line.
+        if override_language_model:
+            checkpoint = Program.load(cfg.checkpoint, lm)
+        program, lm = checkpoint, checkpoint.language_models[0]
+    for note in notes:
+        log(note)
+    reward, metrics = build_scorers(cfg)
+    program.compile(reward=reward, metrics=metrics)
+    _write_config(cfg, out, language_model=lm.get_config())
+    log(f"evaluating {cfg.checkpoint or program.name} on {dataset.name} test ({len(test)} examples), "
+        f"{cfg.nb_runs} runs, model {lm.model}")
+    result = status = None
+    try:
+        result = await run_evaluations(program, test, cfg, "evaluation", out, progress, log)
+        plots.plot_metrics_with_mean_and_std(result, out / "evaluation.png", title=f"Evaluation - {cfg.task_name}")
+        status = "ok"
+    finally:
+        usage = usage_report({"program": lm}, started, _embedders(program))
+        atomic_write_json(out / "usage.json", usage)
+        write_report(out, f"promptrl evaluate: {cfg.checkpoint or cfg.task_name}", {"evaluation": result},
+                     test_size=len(test), usage=usage, program=program, status=status or "failed",
+                     notes=[""] + notes if notes else [])
+    return {"evaluation": result, "usage": usage, "output_dir": str(out)}
