@@ -23,8 +23,11 @@ log = logging.getLogger("promptrl")
 
 
 def config_dir() -> Path:
-    """`conf/` of this checkout (the package is installed editable from it), or $PROMPTRL_CONFIG_DIR."""
-    path = Path(os.environ.get("PROMPTRL_CONFIG_DIR") or Path(__file__).resolve().parent.parent / "conf")
+    """The Hydra config groups: conf/ of the checkout (installed as the package promptrl.conf),
+    or $PROMPTRL_CONFIG_DIR for a config tree of your own."""
+    from importlib.resources import files
+
+    path = Path(os.environ.get("PROMPTRL_CONFIG_DIR") or str(files("promptrl.conf")))
     if not (path / "train.yaml").is_file():
         raise typer.BadParameter(f"no promptrl configs in {path}; set PROMPTRL_CONFIG_DIR to a conf/ folder")
     return path

@@ -41,3 +41,25 @@ class _ScriptedBackend:
 def last_user_input(messages) -> dict:
     """The JSON input of the example being asked (the last user turn)."""
     return json.loads(messages[-1]["content"])
+
+
+def sentiment_student(**settings) -> ScriptedLanguageModel:
+    """A scripted model for fast end-to-end runs of the `sentiment` task (e.g. the CLI with
+    `language_model._target_=promptrl.testing.sentiment_student`): it answers right only when its
+    prompt holds few-shot examples, else always "positive" - so few-shot training visibly helps.
+    As an optimizer LM it proposes instructions and critiques."""
+    from promptrl.datasets.synthetic import _NEGATIVE
+
+    def respond(messages, output_model):
+        fields = output_model.model_fields
+        if "instruction" in fields:
+            return {"instruction": "Label the review as positive or negative."}
+        if "critique" in fields:
+            return {"critique": "The label does not match the review's adjectives."}
+        text = last_user_input(messages)["text"]
+        has_examples = any(m["role"] == "assistant" for m in messages)
+        negative = any(word in text for word in _NEGATIVE)
+        return {"answer": "negative" if has_examples and negative else "positive"}
+
+    settings["model"] = "scripted"
+    return ScriptedLanguageModel(respond, **settings)

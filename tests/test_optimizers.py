@@ -156,3 +156,33 @@ def test_instruction_optimizers_need_a_language_model(cls):
 
     with pytest.raises(UserError):
         cls(None)
+
+
+def test_opro_meta_prompt_shows_the_mean_score_of_an_instruction():
+    opro = OPRO(teacher([]))
+    generator = one_generator_program(student()).get_module("answer")
+    generator.input_data_model = Question
+    for reward in (1.0, 0.0, 0.5):  # one lucky minibatch must not make it look best forever
+        opro.record(generator, "lucky", reward)
+    opro.record(generator, "steady", 0.6)
+    assert [(e["instruction"], e["reward"]) for e in opro.best_history("answer")] == [("lucky", 0.5), ("steady", 0.6)]
+
+
+def test_opro_does_not_pay_twice_for_the_same_candidate():
+    program = one_generator_program(student())
+    lm = teacher(["same idea", "same idea", "start"])
+    opro = OPRO(lm, nb_candidates=3)
+    fit(program, opro)
+    scored = [e["instruction"] for e in opro.history["answer"]]
+    assert scored == ["start", "same idea"]  # the repeat and the current instruction are not re-scored
+
+
+def test_random_few_shot_samples_beyond_the_first_correct_inputs_on_ties():
+    from promptrl.optimizers import RandomFewShot
+    from promptrl.trainer import Prediction
+
+    optimizer = RandomFewShot(k=1, k_best=2, seed=0)
+    optimizer.record([Prediction(index=i, x=None, reward=1.0,
+                                 trace=[{"module": "g", "input": {"q": i}, "output": {"a": i}}]) for i in range(20)])
+    chosen = {e["input"]["q"] for _ in range(10) for e in optimizer.best("g")}
+    assert len(chosen) > 2  # ties are broken at random, not always the first two recorded

@@ -342,7 +342,11 @@ def test_optimizer_state_is_saved_after_fit(tmp_path):
     assert len(loaded.get_module("gen").examples) == 2
     restored = optimizers.RandomFewShot(k=2, k_best=4)
     restored.set_state(loaded.saved_optimizer_state["state"])
-    assert restored.best("gen") == optimizer.best("gen")
+    def key(entry):
+        return entry["input"]["question"]
+
+    # same eligible entries (their order on ties is a seeded random draw)
+    assert sorted(restored.best("gen"), key=key) == sorted(optimizer.best("gen"), key=key)
 
 
 def test_load_errors_are_user_errors(tmp_path):

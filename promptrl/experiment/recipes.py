@@ -103,6 +103,7 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
             callbacks += [logger] + ([ProgressBar("fit ")] if progress else [])
             await program.fit(train.x, train.y, validation_data=(val.x, val.y), epochs=cfg.epochs,
                               batch_size=cfg.batch_size, callbacks=callbacks, seed=cfg.seed, validate_initial=True)
+            program.save(out / "last.program.json")  # where training stopped, optimizer state included (resume)
             history = logger.records
             plots.plot_history(history, out / "history.png", title=f"Training history - {cfg.task_name}")
             checkpoint = next((c for c in callbacks if isinstance(c, ProgramCheckpoint) and c.best_path), None)

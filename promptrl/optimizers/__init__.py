@@ -3,6 +3,6 @@
 from promptrl.optimizers.base import Optimizer
 from promptrl.optimizers.opro import OPRO, FewShotOPRO
 from promptrl.optimizers.random_few_shot import RandomFewShot
-from promptrl.optimizers.textgrad import TextGrad
+from promptrl.optimizers.textgrad import TGD, TextGrad
 
-__all__ = ["FewShotOPRO", "OPRO", "Optimizer", "RandomFewShot", "TextGrad"]
+__all__ = ["TGD", "FewShotOPRO", "OPRO", "Optimizer", "RandomFewShot", "TextGrad"]

@@ -65,15 +65,20 @@ class Optimizer:
         return [x[i] for i in idx], [y[i] for i in idx]
 
     async def score_instructions(self, program, generator, instructions: str | None, batch) -> float:
-        """Program reward on `batch` with `generator` using `instructions` (then restored)."""
+        """Program reward on `batch` with `generator` using `instructions` (then restored).
+
+        Only the reward is computed (no metrics), and the program calls it takes are accounted
+        under the role "optimizer_scoring" in the program LM's usage."""
+        from promptrl.language_model import usage_role
         from promptrl.trainer import evaluate
 
-        saved = generator.instructions
-        generator.instructions = instructions
+        saved, saved_metrics = generator.instructions, program.metrics
+        generator.instructions, program.metrics = instructions, []
         try:
-            logs = await evaluate(program, batch[0], batch[1], batch_size=len(batch[0]), seed=self.seed)
+            with usage_role("optimizer_scoring"):
+                logs = await evaluate(program, batch[0], batch[1], batch_size=len(batch[0]), seed=self.seed)
         finally:
-            generator.instructions = saved
+            generator.instructions, program.metrics = saved, saved_metrics
         return logs["reward"]
 
     async def ask(self, language_model, messages: list[dict], output_model, seed: int | None = None):

@@ -4,14 +4,17 @@ Each step, for each generator: a meta-prompt shows the optimizer LM the best pas
 with their rewards (sorted, best last, as in the paper) and a few scored predictions; the LM
 proposes `nb_candidates` new instructions; the current instruction and each candidate are scored
 on the same validation minibatch, and the generator keeps the best - a candidate that does not
-beat the current instruction is not kept.
+beat the current instruction is not kept. An instruction's score in the meta-prompt is the mean of
+every score it got, so one lucky minibatch does not make it look best forever.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from promptrl.data_model import DataModel, Field
 from promptrl.errors import UserError
-from promptrl.optimizers.base import Optimizer, as_json, describe_fields
+from promptrl.optimizers.base import Optimizer, as_json, describe_fields, mean
 from promptrl.optimizers.random_few_shot import RandomFewShot
 from promptrl.seeding import derive_seed
 
@@ -32,7 +35,7 @@ class OPRO(Optimizer):
     """
 
     def __init__(self, language_model, nb_candidates: int = 2, max_history: int = 8, nb_examples: int = 3,
-                 val_batch_size: int = 8, every_n_batches: int = 1, seed: int | None = 0):
+                 val_batch_size: int = 16, every_n_batches: int = 1, seed: int | None = 0):
         super().__init__(seed)
         if language_model is None:
             raise UserError("OPRO needs an optimizer language_model")
@@ -49,12 +52,12 @@ class OPRO(Optimizer):
 
     # ---- the meta-prompt -------------------------------------------------------------------
     def best_history(self, module_name: str) -> list[dict]:
-        """Up to `max_history` best distinct instructions, sorted by reward ascending (best last)."""
-        best: dict[str, dict] = {}
+        """Up to `max_history` best distinct instructions with their mean score, ascending (best last)."""
+        scores: dict[str, list[float]] = {}
         for entry in self.history.get(module_name, []):
-            if entry["instruction"] not in best or entry["reward"] > best[entry["instruction"]]["reward"]:
-                best[entry["instruction"]] = entry
-        top = sorted(best.values(), key=lambda e: e["reward"], reverse=True)[: self.max_history]
+            scores.setdefault(entry["instruction"], []).append(entry["reward"])
+        means = [{"instruction": i, "reward": mean(r), "scored": len(r)} for i, r in scores.items()]
+        top = sorted(means, key=lambda e: e["reward"], reverse=True)[: self.max_history]
         return sorted(top, key=lambda e: e["reward"])
 
     def meta_prompt(self, generator, predictions) -> list[dict]:
@@ -96,12 +99,16 @@ class OPRO(Optimizer):
         best_instruction, best_reward = current, await self.score_instructions(program, generator, current, batch)
         self.record(generator, current, best_reward)
         messages = self.meta_prompt(generator, predictions)
-        for i in range(self.nb_candidates):
-            proposal = await self.ask(self.language_model, messages, ProposedInstruction,
-                                      seed=derive_seed(self.seed, "opro", self.step, generator.name, i))
+        proposals = await asyncio.gather(*(  # concurrent, bounded by the teacher's semaphore
+            self.ask(self.language_model, messages, ProposedInstruction,
+                     seed=derive_seed(self.seed, "opro", self.step, generator.name, i))
+            for i in range(self.nb_candidates)))
+        seen = {e["instruction"] for e in self.history.get(generator.name, [])}
+        for proposal in proposals:
             candidate = proposal.instruction.strip() if proposal else ""
-            if not candidate or candidate == current:
+            if not candidate or candidate in seen:  # an instruction already scored is not paid for again
                 continue
+            seen.add(candidate)
             reward = await self.score_instructions(program, generator, candidate, batch)
             self.record(generator, candidate, reward)
             if reward > best_reward:  # strictly better on the same minibatch, or not kept

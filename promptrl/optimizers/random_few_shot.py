@@ -38,9 +38,11 @@ class RandomFewShot(Optimizer):
                     pool[key] = entry
 
     def best(self, module_name: str) -> list[dict]:
-        """The k_best eligible entries of a generator, best reward first (stable order on ties)."""
+        """The k_best eligible entries of a generator, best reward first; ties broken at random
+        (seeded), so with 0/1 rewards the pool is not frozen on the first correct inputs seen."""
         entries = [e for e in self.pool.get(module_name, {}).values() if e["reward"] > self.min_reward]
-        return sorted(entries, key=lambda e: -e["reward"])[: self.k_best]
+        tie_break = {id(e): self.rng.random() for e in entries}
+        return sorted(entries, key=lambda e: (-e["reward"], tie_break[id(e)]))[: self.k_best]
 
     def select_examples(self, program) -> None:
         for generator in program.generators:

@@ -9,6 +9,8 @@ feedback; an update that lowers the reward on a validation minibatch is reverted
 
 from __future__ import annotations
 
+import asyncio
+
 from promptrl.data_model import DataModel, Field
 from promptrl.errors import UserError
 from promptrl.modules import Generator
@@ -25,7 +27,7 @@ class RewrittenInstruction(DataModel):
 
 
 class TextGrad(Optimizer):
-    """`batch`: poorly rewarded predictions critiqued per step; `reward_threshold`: below it a
+    """Textual gradient descent. `batch`: poorly rewarded predictions critiqued per step; `reward_threshold`: below it a
     prediction counts as poorly rewarded; `val_batch_size`: validation examples an update is
     checked on; `every_n_batches`: a step after every n training batches."""
 
@@ -48,7 +50,7 @@ class TextGrad(Optimizer):
 
     # ---- loss and backward -------------------------------------------------------------------
     async def loss(self, generator, step: dict, prediction) -> str | None:
-        output = as_json(step["output"]) if prediction.y_pred is not None else "(no valid output)"
+        output = as_json(step["output"])
         prompt = (f'A language model step "{generator.name}" follows this instruction:\n'
                   f"{generator.instructions or generator.default_instructions()}\n\n"
                   f"input: {as_json(step['input'])}\noutput: {output}\n"
@@ -122,13 +124,14 @@ class TextGrad(Optimizer):
     async def on_batch_end(self, program, predictions) -> None:
         if not self.count_batch(self.every_n_batches):
             return
-        poor = [p for p in predictions if (p.reward or 0.0) < self.reward_threshold][: self.batch]
+        # A failed prediction has no output to critique: only scored outputs below the threshold.
+        poor = [p for p in predictions if p.y_pred is not None and p.reward < self.reward_threshold][: self.batch]
         if not poor:
             return
         self.step += 1
         feedback: dict[str, list[str]] = {}
-        for prediction in poor:
-            for module, critiques in (await self.gradients(program, prediction)).items():
+        for gradients in await asyncio.gather(*(self.gradients(program, p) for p in poor)):
+            for module, critiques in gradients.items():
                 feedback.setdefault(module, []).extend(critiques)
         for generator in program.generators:
             if feedback.get(generator.name):
@@ -147,3 +150,6 @@ class TextGrad(Optimizer):
     def set_state(self, state: dict) -> None:
         super().set_state(state)
         self.updates = list(state.get("updates", []))
+
+
+TGD = TextGrad  # TextGrad's name for the optimizer (Textual Gradient Descent)
