@@ -230,7 +230,10 @@ def evaluate(
         if not checkpoint.is_file():
             _fail(f"checkpoint not found: {checkpoint}; pass the path of a *.program.json from a run dir")
         args.append(f"checkpoint={checkpoint.resolve()}")
-    override_lm = any(a.lstrip("+~").startswith("language_model") for a in ctx.args)
+    # A checkpoint keeps its own language model; `language_model=NAME` replaces it,
+    # `language_model.KEY=VALUE` changes only that setting of it.
+    lm_args = [a.lstrip("+~").partition("=")[0] for a in ctx.args if a.lstrip("+~").startswith("language_model")]
+    override_lm = True if "language_model" in lm_args else [a.split(".", 1)[1] for a in lm_args if "." in a]
 
     def task(cfg, output_dir: Path, overrides: list[str]) -> None:
         result = run_evaluate(cfg, output_dir, progress=progress, log=log.info, override_language_model=override_lm)

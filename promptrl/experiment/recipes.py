@@ -133,11 +133,13 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
 
 
 def run_evaluate(cfg: DictConfig, output_dir, progress: bool = True, log: Callable = print,
-                 override_language_model: bool = False) -> dict:
+                 override_language_model: bool | list[str] = False) -> dict:
+    """`override_language_model`: True replaces a checkpoint's LM by the config's; a list of
+    keys changes only those settings of the checkpoint's LM (e.g. ["temperature"])."""
     return asyncio.run(_evaluate(cfg, Path(output_dir), progress, log, override_language_model))
 
 
-async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_language_model: bool) -> dict:
+async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_language_model) -> dict:
     started = time.perf_counter()
     check_run_keys(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,9 +156,13 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
         trained_on = (checkpoint.metadata.get("dataset") or {}).get("name")
         if trained_on and trained_on != dataset.name:
             notes.append(f"Warning: the checkpoint was trained on dataset '{trained_on}', evaluated on '{dataset.name}'.")
-        # The checkpoint's own language model, unless language_model=... was given on the command line.
-        if override_language_model:
+        if override_language_model is True:
             checkpoint = Program.load(cfg.checkpoint, lm)
+        elif override_language_model:
+            changes = {key: cfg.language_model[key] for key in override_language_model}
+            replaced = {id(m): m.clone(**changes) for m in checkpoint.language_models}
+            for generator in checkpoint.generators:
+                generator.language_model = replaced[id(generator.language_model)]
         program, lm = checkpoint, checkpoint.language_models[0]
     for note in notes:
         log(note)
