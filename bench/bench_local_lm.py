@@ -1,8 +1,10 @@
 """Benchmark the embedded model path; prints medians and ratios measured in this one run.
 
-1. grammar-constrained vs free generation (tokens/s) - DESIGN.md measured ~3x slower under a grammar;
-2. a cached LlamaGrammar (what promptrl does) vs building it from the JSON schema on every call;
-3. promptrl's per-call overhead: LanguageModel.generate vs calling llama-cpp directly.
+1. decoding speed with and without the JSON-schema grammar (DESIGN.md measured sampling under a
+   grammar ~3x slower per token), separated from prompt processing by a 1-token call;
+2. a whole structured call vs a free one (the grammar also stops the model early);
+3. the cost of building the grammar per call;
+4. promptrl's per-call overhead: LanguageModel.generate vs calling llama-cpp directly.
 
     make bench      # or: .venv/bin/python bench/bench_local_lm.py [--calls 15]
 """
@@ -15,18 +17,20 @@ import json
 import statistics
 import time
 
+from llama_cpp import LlamaGrammar
+
 from promptrl.datasets import load
 from promptrl.language_model import LanguageModel, _LocalBackend
 from promptrl.modules import Generator, Input
 
 
-def median_time(fn, calls: int) -> float:
-    times = []
+def median_time(fn, calls: int) -> tuple[float, object]:
+    times, result = [], None
     for _ in range(calls):
         start = time.perf_counter()
-        fn()
+        result = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), result
 
 
 def main() -> None:
@@ -36,42 +40,39 @@ def main() -> None:
 
     dataset = load("sentiment", seed=0)
     lm = LanguageModel(max_tokens=48)
-    x0 = Input(dataset.input_data_model)
     generator = Generator(dataset.output_data_model, lm, name="answer")
-    generator(x0)
+    generator(Input(dataset.input_data_model))
     messages = generator.render_messages(dataset.x_test[0].model_dump())
-    schema = dataset.output_data_model.model_json_schema()
-    backend = _LocalBackend(lm)
-    llama = backend._llama()
-    grammar = backend._grammar(schema)
+    schema = json.dumps(dataset.output_data_model.model_json_schema())
+    llama = _LocalBackend(lm)._llama()
 
-    from llama_cpp import LlamaGrammar
-
-    def constrained(g=None):
-        out = llama.create_chat_completion(messages=messages, grammar=g or grammar, temperature=0, max_tokens=48)
+    def call(max_tokens: int, grammar: bool) -> int:
+        out = llama.create_chat_completion(
+            messages=messages, temperature=0, max_tokens=max_tokens,
+            grammar=LlamaGrammar.from_json_schema(schema, verbose=False) if grammar else None)
         return out["usage"]["completion_tokens"]
 
-    def free():
-        out = llama.create_chat_completion(messages=messages, temperature=0, max_tokens=48)
-        return out["usage"]["completion_tokens"]
+    call(48, True)  # warm-up: model load and the prompt in the KV cache
+    results = {}
+    for grammar in (True, False):
+        t_first, _ = median_time(lambda: call(1, grammar), args.calls)
+        t_full, tokens = median_time(lambda: call(48, grammar), args.calls)
+        results[grammar] = (t_first, t_full, tokens, (t_full - t_first) / max(tokens - 1, 1))
+    t_promptrl, _ = median_time(lambda: asyncio.run(lm.generate(messages, dataset.output_data_model)), args.calls)
+    t_build, _ = median_time(lambda: LlamaGrammar.from_json_schema(schema, verbose=False), args.calls)
 
-    constrained()  # warm-up (model load, prompt cache)
-    tokens_c, tokens_f = constrained(), free()
-    t_constrained = median_time(constrained, args.calls)
-    t_free = median_time(free, args.calls)
-    t_fresh_grammar = median_time(
-        lambda: constrained(LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)), args.calls)
-    t_build = median_time(lambda: LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False), args.calls)
-    t_promptrl = median_time(lambda: asyncio.run(lm.generate(messages, dataset.output_data_model)), args.calls)
-
-    print(f"median over {args.calls} calls, SmolLM2-135M Q4_1, one sentiment prompt ({len(json.dumps(messages))} chars)")
-    print(f"constrained: {t_constrained * 1000:7.1f} ms/call  {tokens_c / t_constrained:6.1f} tokens/s ({tokens_c} tokens)")
-    print(f"free:        {t_free * 1000:7.1f} ms/call  {tokens_f / t_free:6.1f} tokens/s ({tokens_f} tokens)")
-    print(f"  ratio constrained/free time per token: {(t_constrained / tokens_c) / (t_free / tokens_f):.2f}x")
-    print(f"grammar built per call: {t_fresh_grammar * 1000:7.1f} ms/call (building alone {t_build * 1000:.1f} ms)")
-    print(f"  ratio fresh/cached grammar: {t_fresh_grammar / t_constrained:.2f}x")
-    print(f"promptrl LanguageModel.generate: {t_promptrl * 1000:7.1f} ms/call")
-    print(f"  ratio promptrl/direct llama-cpp: {t_promptrl / t_constrained:.2f}x")
+    print(f"median of {args.calls} calls; SmolLM2-135M Q4_1; one few-shot-free sentiment prompt")
+    for grammar, (t_first, t_full, tokens, per_token) in results.items():
+        name = "grammar" if grammar else "free   "
+        print(f"{name}: first token {t_first * 1000:6.1f} ms, whole call {t_full * 1000:6.1f} ms for {tokens:2d} tokens, "
+              f"decoding {per_token * 1000:5.1f} ms/token ({1 / per_token:5.1f} tokens/s)")
+    print(f"  decoding time per token, grammar / free: {results[True][3] / results[False][3]:.2f}x")
+    print(f"  whole call, grammar / free: {results[True][1] / results[False][1]:.2f}x "
+          "(the grammar ends the reply at the closing brace)")
+    print(f"building the grammar from the JSON schema: {t_build * 1000:.2f} ms "
+          f"({t_build / results[True][1]:.1%} of a call: promptrl builds it per call, no cache)")
+    print(f"promptrl LanguageModel.generate: {t_promptrl * 1000:6.1f} ms/call; "
+          f"ratio to a direct llama-cpp grammar call: {t_promptrl / results[True][1]:.2f}x")
 
 
 if __name__ == "__main__":

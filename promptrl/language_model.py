@@ -88,7 +88,7 @@ class LanguageModel:
         api_key: str | None = None,
         temperature: float = 0.0,
         max_tokens: int = 256,
-        concurrency: int = 4,
+        concurrency: int | None = None,
         timeout: float = 120.0,
         num_retries: int = 3,
         model_path: str | None = None,
@@ -97,6 +97,8 @@ class LanguageModel:
         cache_dir: str | None = None,
         **extra: Any,
     ):
+        if concurrency is None:  # one llama.cpp context runs one call at a time; providers take several
+            concurrency = 1 if is_local_model(model) else 4
         if concurrency < 1:
             raise UserError(f"language model '{model}': concurrency must be >= 1, got {concurrency}")
         self.model = model
@@ -248,8 +250,7 @@ class _LocalBackend:
     """
 
     _models: dict[tuple, Any] = {}
-    _grammars: dict[str, Any] = {}
-    # llama.cpp is not thread-safe: one lock guards loading, grammar building and generation.
+    # llama.cpp is not thread-safe: one lock guards loading and generation.
     # (Two threads loading the model at once killed the process silently here.)
     _lock = threading.Lock()
 
@@ -268,19 +269,15 @@ class _LocalBackend:
                                       verbose=False)
         return self._models[key]
 
-    def _grammar(self, schema: dict):
+    def _complete_sync(self, messages, schema, seed) -> Completion:
         from llama_cpp import LlamaGrammar
 
-        key = json.dumps(schema, sort_keys=True)
-        if key not in self._grammars:
-            self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
-        return self._grammars[key]
-
-    def _complete_sync(self, messages, schema, seed) -> Completion:
+        # Building the grammar is cheap (bench/bench_local_lm.py): no cache needed.
+        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
         with self._lock:
             response = self._llama().create_chat_completion(
                 messages=messages,
-                grammar=self._grammar(schema),
+                grammar=grammar,
                 temperature=self.lm.temperature,
                 max_tokens=self.lm.max_tokens,
                 seed=seed,
