@@ -12,9 +12,17 @@ __all__ = ["Metric", "F1Score", "Accuracy", "RewardMetric"]
 Metric = Reward  # a metric scores one prediction exactly like a reward; fit/evaluate average it
 
 
+def _text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 18.0 is the token "18", not "18" and "0"
+    if isinstance(value, list):
+        return " ".join(_text(v) for v in value)
+    return str(value)
+
+
 def _tokens(data: dict) -> list[str]:
-    text = " ".join(str(v) for v in data.values())
-    return re.findall(r"\w+", text.lower())
+    text = " ".join(_text(v) for v in data.values())
+    return re.findall(r"\d+(?:\.\d+)?|\w+", text.lower())  # a decimal number is one token
 
 
 class F1Score(Reward):

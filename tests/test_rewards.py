@@ -247,3 +247,14 @@ def test_reward_metric_watches_a_reward_under_its_name_or_a_given_one():
     assert score(metric, {"answer": "Yes"}, {"thinking": "x", "answer": "yes"}) == 1.0
     assert score(metric, {"answer": "Yes"}, {"thinking": "x", "answer": "no"}) == 0.0
     assert score(metric, {"answer": "Yes"}, None) == 0.0
+
+
+def test_f1_treats_numbers_as_single_tokens():
+    import asyncio
+
+    from promptrl.metrics import F1Score
+
+    f1 = F1Score()
+    assert asyncio.run(f1({"answer": 18.0}, {"answer": 12.0})) == 0.0  # not half right through a "0" token
+    assert asyncio.run(f1({"answer": 18.0}, {"answer": 18})) == 1.0
+    assert asyncio.run(f1({"answer": 12.5}, {"answer": 12.0})) == 0.0
