@@ -170,6 +170,15 @@ def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, d
                         err=True, fg=typer.colors.YELLOW)
 
 
+def _print_usage(usage: dict) -> None:
+    """One line per LM role: what the run cost."""
+    for role, u in usage["language_models"].items():
+        tokens = u["prompt_tokens"] + u["completion_tokens"]
+        typer.echo(f"{role} LM {u['model']}: {u['calls']} calls, {tokens} tokens, ${u['cost']:.4f}, "
+                   f"{u['cache_hits']} cache hits, {u['failures']} failures")
+    typer.echo(f"wall time: {usage['wall_time_s']:.0f} s")
+
+
 def _print_table(title: str, results: dict[str, dict | None]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -204,6 +213,11 @@ def train(
         result = run_train(cfg, output_dir, progress=progress, log=log.info)
         _print_table(f"{cfg.task_name}: mean ± std over {cfg.nb_runs} runs",
                      {"baseline": result["baseline"], "trained": result["final"]})
+        if result["comparison"]:
+            c = result["comparison"]
+            typer.echo(f"paired difference trained - baseline: {c['reward_difference']:+.3f} "
+                       f"(95% CI {c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f} over {c['examples']} test examples)")
+        _print_usage(result["usage"])
         typer.echo(f"run dir: {output_dir}")
         # The job's value for sweepers that optimize (Optuna): a validation score, never a test score.
         return result["best"]["value"] if result["best"] else None
@@ -233,11 +247,13 @@ def evaluate(
     # A checkpoint keeps its own language model; `language_model=NAME` replaces it,
     # `language_model.KEY=VALUE` changes only that setting of it.
     lm_args = [a.lstrip("+~").partition("=")[0] for a in ctx.args if a.lstrip("+~").startswith("language_model")]
-    override_lm = True if "language_model" in lm_args else [a.split(".", 1)[1] for a in lm_args if "." in a]
+    replaced = {"language_model", "language_model._target_"} & set(lm_args)
+    override_lm = True if replaced else [a.split(".", 1)[1] for a in lm_args if "." in a]
 
     def task(cfg, output_dir: Path, overrides: list[str]) -> None:
         result = run_evaluate(cfg, output_dir, progress=progress, log=log.info, override_language_model=override_lm)
         _print_table(f"{cfg.task_name}: mean ± std over {cfg.nb_runs} runs", {"evaluation": result["evaluation"]})
+        _print_usage(result["usage"])
         typer.echo(f"run dir: {output_dir}")
 
     run_hydra("evaluate", "evaluate", args, multirun, debug, task)
