@@ -20,7 +20,8 @@ import time
 from llama_cpp import LlamaGrammar
 
 from promptrl.datasets import load
-from promptrl.language_model import LanguageModel, _LocalBackend
+from promptrl.backends import _LocalBackend
+from promptrl.language_model import LanguageModel
 from promptrl.modules import Generator, Input
 
 

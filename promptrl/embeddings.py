@@ -6,7 +6,8 @@ import asyncio
 import threading
 
 from promptrl.errors import PredictionError
-from promptrl.language_model import Usage, is_local_model, local_model_path
+from promptrl.backends import is_local_model, local_model_path
+from promptrl.language_model import Usage
 
 
 class EmbeddingModel:

