@@ -123,7 +123,7 @@ def write_report(sweep_dir) -> list[dict]:
         lines.append("| " + " | ".join(values) + " |")
     plot_rows = [{**r, "overrides": {p: r["overrides"].get(p) for p in params}} for r in rows]
     plots.plot_sweep(plot_rows, sweep_dir / REPORT_PNG, params=params,
-                     title=f"Final reward (mean ± std) - {sweep_dir.name}")
+                     title=f"Final reward (mean ± std) - {sweep_dir.parent.parent.name} sweep {sweep_dir.name}")
     lines += ["", f"![sweep]({REPORT_PNG})", ""]
     atomic_write_text(sweep_dir / REPORT_MD, "\n".join(lines))
     return rows
