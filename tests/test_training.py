@@ -623,3 +623,16 @@ def test_history_logger_rewrites_files_every_epoch(tmp_path):
         rows = list(csv.DictReader(f))
     assert rows == [{"epoch": "0", "reward": "0.5", "val_reward": ""},
                     {"epoch": "1", "reward": "0.75", "val_reward": "0.25"}]
+
+
+def test_disk_cache_answers_a_repeated_call_without_the_backend(tmp_path):
+    lm = ScriptedLanguageModel(lambda m, o: {"answer": "cached"}, cache_dir=str(tmp_path / "cache"))
+    program = build(lm)
+    program.compile(reward=rewards.ExactMatch())
+    xs, ys = make_data(2)
+    first = asyncio.run(program.evaluate(xs, ys, seed=1))
+    again = asyncio.run(program.evaluate(xs, ys, seed=1))
+    assert first == again
+    assert lm.usage.calls == 2 and lm.usage.cache_hits == 2 and len(lm.requests) == 2
+    asyncio.run(program.evaluate(xs, ys, seed=2))  # another seed is another request
+    assert lm.usage.calls == 4
