@@ -72,3 +72,11 @@ def test_train_then_evaluate_checkpoint(tmp_path):
     assert "±" in result.output
     evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert evaluation["nb_runs"] == 3
+
+
+def test_hydra_flags_pass_through():
+    result = runner.invoke(app, ["train", "+optimizer=opro", "optimizer.nb_candidates=5", "--cfg", "job"])
+    assert result.exit_code == 0, result.output
+    assert "nb_candidates: 5" in result.output and "_target_: promptrl.optimizers.OPRO" in result.output
+    result = runner.invoke(app, ["evaluate", "--info", "searchpath"])
+    assert result.exit_code == 0 and "Config search path" in result.output and "conf" in result.output
