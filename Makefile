@@ -16,17 +16,17 @@ help:  ## list the targets
 
 install: $(STAMP)  ## create .venv and install promptrl (builds llama-cpp-python once, ~9 min)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 install-ray: install  ## add the Ray launcher (hydra/launcher=ray; ~200 MB)
-	$(BIN)/pip install -e ".[ray]"
+	$(BIN)/pip install -c constraints.txt -e ".[ray]"
 
 install-optuna: install  ## add the Optuna sweeper (+hparams_search=optuna; pins optuna 2.x)
-	$(BIN)/pip install -e ".[optuna]"
+	$(BIN)/pip install -c constraints.txt -e ".[optuna]"
 
 train: install  ## the main job: default offline experiment on the embedded model (~2 min)
 	$(BIN)/promptrl train +optimizer=random_few_shot
