@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from promptrl import __version__, sweep
+from promptrl import __version__
 from promptrl.secrets import redact_override
 
 CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
@@ -132,6 +132,8 @@ class HydraJob:
 
 def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, debug: bool, task) -> None:
     import hydra
+
+    from promptrl import sweep
 
     if debug:
         os.environ["HYDRA_FULL_ERROR"] = "1"
