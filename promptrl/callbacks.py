@@ -143,58 +143,67 @@ class HistoryLogger(Callback):
 
 
 class ProgressBar(Callback):
-    """A rich progress bar for fit (batches per epoch) and evaluate (examples)."""
+    """A rich progress bar for fit (batches per epoch, then validation) and evaluate (examples).
+
+    rich is imported only when a bar starts: the library itself does not depend on it."""
 
     def __init__(self, description: str = "", console=None):
         super().__init__()
         self.description = description
         self.console = console
         self._progress = None
-        self._task = None
-        self._epoch = 0
+        self._in_fit = False
+        self._epoch_task = self._test_task = None
         self._steps = 0
 
-    def _start(self, label: str, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    def _ensure_started(self):
         if self._progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
             self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                                      console=self.console, transient=False)
+                                      TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console)
             self._progress.start()
-        self._task = self._progress.add_task(f"{self.description}{label}", total=total, info="")
+        return self._progress
 
     def _stop(self):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+        self._epoch_task = self._test_task = None
 
     def on_train_begin(self, logs=None):
+        self._in_fit = True
         self._steps = (logs or {}).get("steps", 0)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._start(f"epoch {epoch + 1}", self._steps)
+        self._epoch_task = self._ensure_started().add_task(f"{self.description}epoch {epoch + 1}",
+                                                           total=self._steps, info="")
 
     def on_batch_end(self, batch, logs=None):
-        if self._task is not None:
-            self._progress.update(self._task, advance=1, info=f"reward {logs.get('reward', 0):.3f}")
+        if self._epoch_task is not None:
+            self._progress.update(self._epoch_task, advance=1, info=f"reward {(logs or {}).get('reward', 0):.3f}")
 
     def on_epoch_end(self, epoch, logs=None):
-        info = "  ".join(f"{k} {v:.3f}" for k, v in (logs or {}).items() if "reward" in k)
-        if self._task is not None:
-            self._progress.update(self._task, info=info)
+        task = self._epoch_task if epoch >= 0 else self._test_task  # epoch -1: the untrained program
+        if task is not None and self._progress is not None:
+            info = "  ".join(f"{k} {v:.3f}" for k, v in (logs or {}).items() if "reward" in k)
+            self._progress.update(task, info=info)
 
     def on_train_end(self, logs=None):
+        self._in_fit = False
         self._stop()
 
     def on_test_begin(self, total):
-        self._outer = self._progress is not None
-        self._start("evaluate" if not self._outer else "  validate", total)
+        if not self._in_fit:
+            label = "evaluate"
+        else:
+            label = "  validate" if self._epoch_task is not None else "validate (untrained)"
+        self._test_task = self._ensure_started().add_task(f"{self.description}{label}", total=total, info="")
 
     def on_test_batch_end(self, done):
-        self._progress.update(self._task, completed=done)
+        if self._test_task is not None:
+            self._progress.update(self._test_task, completed=done)
 
     def on_test_end(self):
-        if not self._outer:
+        if not self._in_fit:
             self._stop()

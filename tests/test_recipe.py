@@ -92,3 +92,12 @@ def test_evaluate_changes_only_the_overridden_setting_of_a_checkpoints_model(tmp
 
     used = yaml.safe_load((tmp_path / "eval" / "config.yaml").read_text())["language_model"]
     assert used["temperature"] == 0.9 and used["max_tokens"] == 77, result.output
+
+
+def test_progress_bars_follow_every_phase(tmp_path):
+    result = runner.invoke(app, ["train", "+optimizer=random_few_shot", *SIZES,
+                                 "language_model._target_=promptrl.testing.sentiment_student",
+                                 f"hydra.run.dir={tmp_path}"])  # progress on, as `make train` runs
+    assert result.exit_code == 0, result.output
+    for phase in ("baseline run 1/2", "validate (untrained)", "fit epoch 1", "fit epoch 2", "final run 2/2"):
+        assert phase in result.output, phase
