@@ -82,6 +82,13 @@ def _metrics(rows: list[dict]) -> list[str]:
     return sorted(names, key=lambda n: (n != "reward", n == "failures", n))
 
 
+def _sweep_name(sweep_dir: Path) -> str:
+    """`<task> sweep <timestamp>` for outputs/<task>/multiruns/<timestamp>, else the folder name."""
+    if sweep_dir.parent.name == "multiruns":
+        return f"{sweep_dir.parent.parent.name} sweep {sweep_dir.name}"
+    return sweep_dir.name
+
+
 def write_report(sweep_dir) -> list[dict]:
     """Write sweep_report.csv / .md / .png in `sweep_dir`; return the rows."""
     import pandas as pd
@@ -123,7 +130,7 @@ def write_report(sweep_dir) -> list[dict]:
         lines.append("| " + " | ".join(values) + " |")
     plot_rows = [{**r, "overrides": {p: r["overrides"].get(p) for p in params}} for r in rows]
     plots.plot_sweep(plot_rows, sweep_dir / REPORT_PNG, params=params,
-                     title=f"Final reward (mean ± std) - {sweep_dir.parent.parent.name} sweep {sweep_dir.name}")
+                     title=f"Final reward (mean ± std) - {_sweep_name(sweep_dir)}")
     lines += ["", f"![sweep]({REPORT_PNG})", ""]
     atomic_write_text(sweep_dir / REPORT_MD, "\n".join(lines))
     return rows
