@@ -110,6 +110,15 @@ class _LocalBackend:
         return await asyncio.to_thread(self._complete_sync, messages, schema, seed)
 
 
+_TRANSIENT = ("Timeout", "RateLimit", "ServiceUnavailable", "InternalServer", "APIError", "BadGateway")
+
+
+def is_transient_error(error: BaseException) -> bool:
+    """An error that may pass on the next call (timeouts, rate limits, 5xx), as opposed to a
+    setting that can never work (unknown provider, missing key, unreadable model file)."""
+    return any(t in type(error).__name__ for t in _TRANSIENT) and not _is_connection_error(error)
+
+
 def _is_connection_error(error: BaseException) -> bool:
     """litellm reports a refused connection as APIConnectionError or as InternalServerError
     ("Connection error"), depending on the provider: look through the exception chain."""

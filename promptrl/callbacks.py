@@ -8,6 +8,8 @@ import json
 import math
 from pathlib import Path
 
+from promptrl.checks import check_number
+from promptrl.errors import UserError
 from promptrl.io import atomic_write_text
 
 __all__ = ["Callback", "CallbackList", "ProgramCheckpoint", "EarlyStopping", "HistoryLogger", "ProgressBar"]
@@ -75,7 +77,7 @@ class ProgramCheckpoint(Callback):
     def __init__(self, filepath, monitor: str = "val_reward", mode: str = "max", save_best_only: bool = True):
         super().__init__()
         if mode not in ("max", "min"):
-            raise ValueError(f"ProgramCheckpoint mode must be 'max' or 'min', got {mode!r}")
+            raise UserError(f"ProgramCheckpoint mode must be 'max' or 'min', got {mode!r}")
         self.filepath = str(filepath)
         self.monitor = monitor
         self.mode = mode
@@ -103,6 +105,10 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_reward", patience: int = 2, mode: str = "max", min_delta: float = 0.0):
         super().__init__()
+        check_number("EarlyStopping", "patience", patience, 1, integer=True)
+        check_number("EarlyStopping", "min_delta", min_delta, 0)
+        if mode not in ("max", "min"):
+            raise UserError(f"EarlyStopping mode must be 'max' or 'min', got {mode!r}")
         self.monitor, self.patience, self.mode, self.min_delta = monitor, patience, mode, min_delta
         self.best: float | None = None
         self.wait = 0

@@ -20,9 +20,11 @@ from typing import Any
 import pydantic
 
 from promptrl.backends import (
-    DEFAULT_LOCAL_MODEL, _LiteLLMBackend, _LocalBackend, _strip_fences, is_local_model, local_model_path,
+    DEFAULT_LOCAL_MODEL, _LiteLLMBackend, _LocalBackend, _strip_fences, is_local_model, is_transient_error,
+    local_model_path,
 )
-from promptrl.errors import PredictionError, UserError
+from promptrl.checks import check_number
+from promptrl.errors import LanguageModelUnavailable, PredictionError, UserError
 from promptrl.secrets import redact
 
 # litellm downloads its price map at import unless told to use the bundled copy (no network here).
@@ -85,8 +87,15 @@ class LanguageModel:
     ):
         if concurrency is None:  # one llama.cpp context runs one call at a time; providers take several
             concurrency = 1 if is_local_model(model) else 4
-        if concurrency < 1:
-            raise UserError(f"language model '{model}': concurrency must be >= 1, got {concurrency}")
+        owner = f"language model '{model}'"
+        check_number(owner, "temperature", temperature, 0)
+        check_number(owner, "timeout", timeout, 0)
+        for key, value, minimum in (("max_tokens", max_tokens, 1), ("concurrency", concurrency, 1),
+                                    ("num_retries", num_retries, 0), ("n_ctx", n_ctx, 64)):
+            check_number(owner, key, value, minimum, integer=True)
+        if is_local_model(model) and extra:
+            raise UserError(f"language model '{model}': unknown setting(s) {sorted(extra)} for the local model; "
+                            "it takes temperature, max_tokens, n_ctx, n_threads, model_path, cache_dir")
         self.model = model
         self.api_base = api_base
         self.api_key = api_key
@@ -186,6 +195,13 @@ class LanguageModel:
                 raise
             except Exception as error:  # noqa: BLE001 - any other backend error is a failed prediction
                 self._account(calls=1, failures=1, latency_s=time.perf_counter() - start)
+                if self._succeeded == 0 and not is_transient_error(error):
+                    # Before any success, a non-transient error is a setting that cannot work: stop now
+                    # rather than paying for a whole run of failed predictions.
+                    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    raise LanguageModelUnavailable(
+                        f"language model '{self.model}' failed on its first call ({type(error).__name__}: "
+                        f"{message[:300]}); check the language_model settings and the provider's API key") from error
                 raise PredictionError(f"{self.model}: {type(error).__name__}: {error}") from error
         self._account(calls=1, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
                       cost=completion.cost, latency_s=time.perf_counter() - start)
@@ -193,6 +209,9 @@ class LanguageModel:
             result = output_model.model_validate_json(_strip_fences(completion.text))
         except pydantic.ValidationError as error:
             self._account(failures=1)
+            if completion.completion_tokens >= self.max_tokens:
+                raise PredictionError(f"{self.model}: output cut at max_tokens={self.max_tokens} before the JSON "
+                                      "was complete; raise language_model.max_tokens") from None
             raise PredictionError(f"{self.model}: output failed validation: {error.errors()[0]['msg']}") from None
         self._succeeded += 1
         if cache is not None:

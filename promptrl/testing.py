@@ -22,7 +22,12 @@ class ScriptedLanguageModel(LanguageModel):
         kwargs.setdefault("model", "scripted")
         super().__init__(**kwargs)
         self.requests: list[list[dict]] = []
+        self._responder, self._delay = responder, delay
         self._backend = _ScriptedBackend(self, responder, delay)
+
+    def clone(self, **changes) -> "ScriptedLanguageModel":
+        config = {**self.get_config(), **changes}
+        return ScriptedLanguageModel(self._responder, self._delay, **config)
 
 
 class _ScriptedBackend:

@@ -94,7 +94,10 @@ def test_opro_does_not_replace_with_equal_or_worse_candidates():
 
 def test_optimizer_lm_failures_are_counted_and_skipped():
     program = one_generator_program(student())
-    lm = teacher([RuntimeError("provider down"), "use MAGIC"])
+    class ServiceUnavailableError(Exception):  # a transient provider error, as litellm names it
+        pass
+
+    lm = teacher([ServiceUnavailableError("provider down"), "use MAGIC"])
     opro = OPRO(lm, nb_candidates=2)
     history = fit(program, opro)
     assert opro.failures == 1 and lm.usage.failures == 1

@@ -57,7 +57,7 @@ def test_no_optimizer_runs_the_baseline_only(tmp_path):
 def test_instruction_optimizers_account_their_calls_apart(tmp_path):
     train(tmp_path, "+optimizer=opro")
     usage = json.loads((tmp_path / "usage.json").read_text())["language_models"]
-    assert usage["optimizer"]["calls"] > 0
+    assert usage["optimizer"]["calls"] > 0 and usage["optimizer"]["failures"] == 0
     assert usage["program"]["of_which"]["optimizer_scoring"]["calls"] > 0
     last = json.loads((tmp_path / "last.program.json").read_text())
     assert last["optimizer"]["class"] == "OPRO" and last["optimizer"]["state"]["history"]["answer"]

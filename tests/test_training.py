@@ -636,3 +636,48 @@ def test_disk_cache_answers_a_repeated_call_without_the_backend(tmp_path):
     assert lm.usage.calls == 2 and lm.usage.cache_hits == 2 and len(lm.requests) == 2
     asyncio.run(program.evaluate(xs, ys, seed=2))  # another seed is another request
     assert lm.usage.calls == 4
+
+
+@pytest.mark.parametrize("settings, key", [({"temperature": "abc"}, "temperature"), ({"max_tokens": 0}, "max_tokens"),
+                                           ({"temprature": 0.1}, "temprature"), ({"concurrency": 0}, "concurrency")])
+def test_bad_language_model_settings_are_user_errors(settings, key):
+    from promptrl import LanguageModel
+
+    with pytest.raises(UserError, match=key):
+        LanguageModel("local/smollm2-135m", **settings)
+
+
+def test_a_setting_that_cannot_work_stops_at_the_first_call_but_later_errors_are_failed_predictions():
+    from promptrl.errors import LanguageModelUnavailable
+
+    def broken(messages, output_model):
+        raise ValueError("Failed to load model from file")
+
+    program = build(ScriptedLanguageModel(broken))
+    program.compile(reward=rewards.ExactMatch())
+    xs, ys = make_data(2)
+    with pytest.raises(LanguageModelUnavailable, match="failed on its first call"):
+        asyncio.run(program.evaluate(xs, ys))
+
+    calls = []
+
+    def flaky(messages, output_model):  # works once, then breaks: a failed prediction, counted
+        calls.append(1)
+        if len(calls) > 1:
+            raise ValueError("broken later")
+        return {"answer": "label 0"}
+
+    lm = ScriptedLanguageModel(flaky, concurrency=1)
+    program = build(lm)
+    program.compile(reward=rewards.ExactMatch())
+    logs = asyncio.run(program.evaluate(xs, ys))
+    assert logs["failures"] == 1 and lm.usage.failures == 1
+
+
+def test_an_output_cut_at_max_tokens_says_so():
+    lm = ScriptedLanguageModel(lambda m, o: '{"answer": "a very long answer that never clo', max_tokens=5)
+    program = build(lm)
+    program.compile(reward=rewards.ExactMatch())
+    xs, ys = make_data(1)
+    logs, predictions = asyncio.run(evaluate(program, xs, ys, return_predictions=True))
+    assert logs["failures"] == 1 and "max_tokens=5" in predictions[0].error

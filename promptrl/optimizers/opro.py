@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from promptrl.data_model import DataModel, Field
+from promptrl.checks import check_number
 from promptrl.errors import UserError
 from promptrl.optimizers.base import Optimizer, as_json, describe_fields, mean
 from promptrl.optimizers.random_few_shot import RandomFewShot
@@ -39,8 +40,10 @@ class OPRO(Optimizer):
         super().__init__(seed)
         if language_model is None:
             raise UserError("OPRO needs an optimizer language_model")
-        if nb_candidates < 1 or max_history < 1 or val_batch_size < 1 or every_n_batches < 1:
-            raise UserError("OPRO: nb_candidates, max_history, val_batch_size and every_n_batches must be >= 1")
+        for key, value, minimum in (("nb_candidates", nb_candidates, 1), ("max_history", max_history, 1),
+                                    ("nb_examples", nb_examples, 0), ("val_batch_size", val_batch_size, 1),
+                                    ("every_n_batches", every_n_batches, 1)):
+            check_number(type(self).__name__, key, value, minimum, integer=True)
         self.language_model = language_model
         self.nb_candidates = nb_candidates
         self.max_history = max_history

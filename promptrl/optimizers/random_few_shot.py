@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from promptrl.errors import UserError
+from promptrl.checks import check_number
 from promptrl.optimizers.base import Optimizer
 
 
@@ -19,8 +19,9 @@ class RandomFewShot(Optimizer):
 
     def __init__(self, k: int = 3, k_best: int = 10, min_reward: float = 0.0, seed: int | None = 0):
         super().__init__(seed)
-        if k < 0 or k_best < 1:
-            raise UserError(f"RandomFewShot needs k >= 0 and k_best >= 1 (got k={k}, k_best={k_best})")
+        check_number("RandomFewShot", "k", k, 0, integer=True)
+        check_number("RandomFewShot", "k_best", k_best, 1, integer=True)
+        check_number("RandomFewShot", "min_reward", min_reward)
         self.k = k
         self.k_best = k_best
         self.min_reward = min_reward

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from promptrl.data_model import DataModel, Field
+from promptrl.checks import check_number
 from promptrl.errors import UserError
 from promptrl.modules import Generator
 from promptrl.optimizers.base import Optimizer, as_json
@@ -36,8 +37,9 @@ class TextGrad(Optimizer):
         super().__init__(seed)
         if language_model is None:
             raise UserError("TextGrad needs an optimizer language_model")
-        if batch < 1 or val_batch_size < 1 or every_n_batches < 1:
-            raise UserError("TextGrad: batch, val_batch_size and every_n_batches must be >= 1")
+        for key, value in (("batch", batch), ("val_batch_size", val_batch_size), ("every_n_batches", every_n_batches)):
+            check_number("TextGrad", key, value, 1, integer=True)
+        check_number("TextGrad", "reward_threshold", reward_threshold)
         self.language_model = language_model
         self.batch = batch
         self.reward_threshold = reward_threshold
