@@ -39,6 +39,9 @@ def _field_type(model_name: str, field: str, spec: dict) -> Any:
         return _LISTS[type_name]
     if type_name == "choice":
         choices = spec.get("choices")
+        if isinstance(choices, str) or (choices is not None and not isinstance(choices, (list, tuple))):
+            raise UserError(f"data model '{model_name}' field '{field}': choices must be a list, e.g. [a, b], "
+                            f"got {choices!r}")
         if not choices:
             raise UserError(
                 f"data model '{model_name}' field '{field}': type 'choice' needs a non-empty 'choices' list"
@@ -59,7 +62,15 @@ def data_model_from_spec(name: str, fields: dict[str, Any], description: str | N
         raise UserError(f"data model '{name}' has no fields; give at least one, e.g. {{answer: {{type: str}}}}")
     definitions = {}
     for field, spec in fields.items():
+        if spec is not None and not isinstance(spec, (str, typing.Mapping)):
+            raise UserError(f"data model '{name}' field '{field}': expected a type name or "
+                            f"{{type: ..., description: ...}}, got {spec!r}")
         spec = {"type": spec} if isinstance(spec, str) else dict(spec or {})
+        if not isinstance(spec.get("description", ""), (str, type(None))):
+            raise UserError(f"data model '{name}' field '{field}': description must be text")
+        for key in _CONSTRAINTS:
+            if key in spec and (isinstance(spec[key], bool) or not isinstance(spec[key], (int, float))):
+                raise UserError(f"data model '{name}' field '{field}': {key} must be a number, got {spec[key]!r}")
         unknown = set(spec) - {"type", "description", "choices", "default", *_CONSTRAINTS}
         if unknown:
             raise UserError(

@@ -1,19 +1,38 @@
-"""Embedding models for CosineSimilarity: litellm providers or the embedded local model."""
+"""Embedding models for CosineSimilarity: litellm providers, the embedded local model, or
+`local/ngrams` - hashed character trigrams, offline and instant (lexical, not semantic)."""
 
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 import threading
+import zlib
 
 from promptrl.errors import PredictionError
 from promptrl.backends import is_local_model, local_model_path
 from promptrl.language_model import Usage
 
 
+NGRAMS = "local/ngrams"
+NGRAM_DIMENSIONS = 1024
+
+
+def ngram_vector(text: str) -> list[float]:
+    """Counts of the text's character trigrams (per word, with boundaries), hashed into 1024 bins."""
+    vector = [0.0] * NGRAM_DIMENSIONS
+    for word in re.findall(r"\w+", text.lower()):
+        padded = f" {word} "
+        for i in range(len(padded) - 2):
+            vector[zlib.crc32(padded[i:i + 3].encode()) % NGRAM_DIMENSIONS] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
 class EmbeddingModel:
     _local: dict[str, tuple] = {}
 
-    def __init__(self, model: str = "local/smollm2-135m", api_base: str | None = None, model_path: str | None = None,
+    def __init__(self, model: str = NGRAMS, api_base: str | None = None, model_path: str | None = None,
                  **litellm_kwargs):
         self.model = model
         self.api_base = api_base
@@ -44,7 +63,9 @@ class EmbeddingModel:
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         try:
-            if self.is_local:
+            if self.model == NGRAMS:
+                vectors = [ngram_vector(text) for text in texts]
+            elif self.is_local:
                 vectors = await asyncio.to_thread(self._local_embed, texts)
             else:
                 import litellm

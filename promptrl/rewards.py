@@ -113,13 +113,14 @@ class CosineSimilarity(Reward):
     """Cosine similarity of the embeddings of target and prediction, clipped to [0, 1].
 
     `embedding_model` is any litellm embedding model (`openai/text-embedding-3-small`,
-    `ollama/nomic-embed-text`, ...) or `local/smollm2-135m` (default, offline: mean-pooled
-    embeddings of the embedded model - weak semantics, but no network and no key).
+    `ollama/nomic-embed-text`, ...), `local/ngrams` (default: hashed character trigrams - offline,
+    instant, lexical: "positive" vs "negative" scores low, but synonyms do too) or
+    `local/smollm2-135m` (mean-pooled states of the embedded model; its semantics are weak).
     """
 
     default_name = "cosine_similarity"
 
-    def __init__(self, embedding_model="local/smollm2-135m", in_mask=None, out_mask=None, name: str | None = None,
+    def __init__(self, embedding_model="local/ngrams", in_mask=None, out_mask=None, name: str | None = None,
                  **embedding_kwargs):
         super().__init__(in_mask, out_mask, name)
         from promptrl.embeddings import EmbeddingModel

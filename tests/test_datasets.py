@@ -279,3 +279,22 @@ def test_jsonl_missing_file_and_bad_spec_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="'label'"):
         datasets.load("jsonl", train_path=str(tmp_path / "train.jsonl"), test_path=str(tmp_path / "train.jsonl"),
                       input_data_model=INPUT_SPEC, output_data_model={"fields": {"label": {"type": "choice"}}})
+
+
+def test_a_field_both_input_and_output_is_refused(tmp_path):
+    (tmp_path / "d.jsonl").write_text('{"question": "q", "answer": "a"}\n')
+    spec = {"fields": {"question": "str", "answer": "str"}}
+    with pytest.raises(UserError, match="both an input and an output"):
+        datasets.load("jsonl", train_path=str(tmp_path / "d.jsonl"), test_path=str(tmp_path / "d.jsonl"),
+                      input_data_model=spec, output_data_model={"fields": {"answer": "str"}})
+
+
+@pytest.mark.parametrize("field_spec, expected", [({"type": "choice", "choices": "Paris"}, "choices must be a list"),
+                                                  (5, "expected a type name"),
+                                                  ({"type": "int", "ge": "abc"}, "ge must be a number")])
+def test_spec_mistakes_name_the_field(field_spec, expected):
+    from promptrl.data_model import data_model_from_spec
+
+    with pytest.raises(UserError, match=expected) as error:
+        data_model_from_spec("Answer", {"answer": field_spec})
+    assert "'answer'" in str(error.value)

@@ -55,7 +55,7 @@ def test_fit_on_local_model_sets_examples_and_checkpoints(sentiment, tmp_path):
 
 
 def test_local_cosine_similarity_ranks_a_paraphrase_above_an_unrelated_text():
-    reward = promptrl.rewards.CosineSimilarity(in_mask=["answer"])
+    reward = promptrl.rewards.CosineSimilarity("local/smollm2-135m", in_mask=["answer"])
     target = {"answer": "the cat sat on the mat", "thinking": "ignored by the mask"}
 
     async def scores():

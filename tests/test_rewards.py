@@ -258,3 +258,15 @@ def test_f1_treats_numbers_as_single_tokens():
     assert asyncio.run(f1({"answer": 18.0}, {"answer": 12.0})) == 0.0  # not half right through a "0" token
     assert asyncio.run(f1({"answer": 18.0}, {"answer": 18})) == 1.0
     assert asyncio.run(f1({"answer": 12.5}, {"answer": 12.0})) == 0.0
+
+
+def test_offline_ngram_cosine_tells_different_labels_apart():
+    import asyncio
+
+    from promptrl.rewards import CosineSimilarity
+
+    reward = CosineSimilarity(in_mask=["answer"])  # default: local/ngrams, no model, no network
+    same = asyncio.run(reward({"answer": "Paris"}, {"answer": "paris"}))
+    close = asyncio.run(reward({"answer": "the cat sat on the mat"}, {"answer": "a cat was sitting on the mat"}))
+    apart = asyncio.run(reward({"answer": "positive"}, {"answer": "negative"}))
+    assert same == pytest.approx(1.0) and apart < 0.5 < close < 1.0

@@ -553,7 +553,7 @@ def test_checkpoint_missing_monitor_key_names_available_keys(tmp_path):
 
 
 def test_checkpoint_bad_mode_is_rejected(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="mode"):
         ProgramCheckpoint(tmp_path / "x.json", mode="maximum")
 
 

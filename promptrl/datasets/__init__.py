@@ -88,6 +88,12 @@ class Dataset:
     input_data_model: type
     output_data_model: type
 
+    def __post_init__(self):
+        shared = sorted(set(self.input_data_model.model_fields) & set(self.output_data_model.model_fields))
+        if shared:
+            raise UserError(f"dataset '{self.name}': field '{shared[0]}' is both an input and an output, so the "
+                            "target would be shown to the model; remove it from the input data model")
+
     def load_data(self):
         """((x_train, y_train), (x_test, y_test)) as in Keras/Synalinks."""
         return (self.x_train, self.y_train), (self.x_test, self.y_test)
