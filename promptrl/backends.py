@@ -132,6 +132,16 @@ def _is_connection_error(error: BaseException) -> bool:
     return False
 
 
+def _quiet_litellm(litellm) -> None:
+    """litellm logs every call at INFO (twice) and prints help banners on errors: promptrl reports
+    calls in usage.json and errors once, so keep litellm to warnings."""
+    import logging
+
+    litellm.suppress_debug_info = True
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 class _LiteLLMBackend:
     """Any litellm provider. Structured output with the JSON schema where the provider
     supports it, JSON mode + validation otherwise. Retries/backoff are litellm's."""
@@ -143,7 +153,7 @@ class _LiteLLMBackend:
     async def complete(self, messages, output_model, schema, seed) -> Completion:
         import litellm
 
-        litellm.suppress_debug_info = True  # errors are reported by promptrl, once
+        _quiet_litellm(litellm)
         lm = self.lm
         if self._supports_schema is None:
             try:

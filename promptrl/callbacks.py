@@ -129,7 +129,10 @@ class EarlyStopping(Callback):
 
 
 class HistoryLogger(Callback):
-    """Write the per-epoch logs as JSONL and CSV after every epoch (atomic rewrites)."""
+    """Write the per-epoch logs as JSONL and CSV after every epoch (atomic rewrites).
+
+    Epochs are numbered as people count them: 1..N, and 0 for the untrained program's validation
+    (fit's `validate_initial`), the same numbers the report, the plot and the log use."""
 
     def __init__(self, jsonl_path="history.jsonl", csv_path="history.csv"):
         super().__init__()
@@ -137,7 +140,7 @@ class HistoryLogger(Callback):
         self.records: list[dict] = []
 
     def on_epoch_end(self, epoch, logs=None):
-        self.records.append({"epoch": epoch, **(logs or {})})
+        self.records.append({"epoch": epoch + 1, **(logs or {})})
         atomic_write_text(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in self.records))
         if self.csv_path:
             columns = list(dict.fromkeys(k for r in self.records for k in r))

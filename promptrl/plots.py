@@ -211,7 +211,7 @@ def _figure_history(records: list[dict], title: str = "Training history") -> Fig
     else:  # fit without validation data: plot the train metrics alone
         metrics = _ordered_metrics(k for k in keys if not k.startswith("val_")
                                    and any(_is_number(r.get(k)) for r in records))
-    xs = [int(r["epoch"]) + 1 if _is_number(r.get("epoch")) else i + 1 for i, r in enumerate(records)]
+    xs = [int(r["epoch"]) if _is_number(r.get("epoch")) else i + 1 for i, r in enumerate(records)]
 
     def series(key: str) -> list[float]:
         return [_number(r.get(key)) for r in records]
@@ -252,7 +252,8 @@ def plot_history(records: list[dict], path, title: str = "Training history") -> 
     """Train (solid) and validation (dashed) curves of each metric over epochs, as a PNG.
 
     `records` are the per-epoch dicts of `history.records()` / `history.jsonl`
-    (`{"epoch": 0, "reward": .., "val_reward": .., ...}`, epochs 0-based, shown 1-based).
+    (`{"epoch": 1, "reward": .., "val_reward": .., ...}`, epochs as in history.jsonl: 1..N, and 0 for
+    the untrained program's validation).
     Every metric with a `val_` twin is drawn, `reward` first; `failures` is a count and left out.
     The best `val_reward` epoch (the one a `ProgramCheckpoint` keeps) is starred.
     """

@@ -80,3 +80,13 @@ def test_hydra_flags_pass_through():
     assert "nb_candidates: 5" in result.output and "_target_: promptrl.optimizers.OPRO" in result.output
     result = runner.invoke(app, ["evaluate", "--info", "searchpath"])
     assert result.exit_code == 0 and "Config search path" in result.output and "conf" in result.output
+
+
+def test_a_missing_optional_extra_names_the_make_target():
+    from promptrl.cli import _hint, _one_line
+
+    hydra_report = ("In 'hparams_search/optuna': Could not find 'hydra/sweeper/optuna'\n\nConfig search path:\n"
+                    "\tprovider=hydra, path=pkg://hydra.conf\n")
+    assert _hint(hydra_report, "train") == " (an optional extra: run `make install-optuna`)"
+    assert "search path" not in _one_line(hydra_report).lower()
+    assert "promptrl train --help" in _hint("Could not find 'dataset/nope'", "train")

@@ -11,11 +11,11 @@ from promptrl import plots
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 HISTORY = [
-    {"epoch": 0, "reward": 0.40, "val_reward": 0.50, "f1_score": 0.30, "val_f1_score": 0.35, "failures": 2,
+    {"epoch": 1, "reward": 0.40, "val_reward": 0.50, "f1_score": 0.30, "val_f1_score": 0.35, "failures": 2,
      "val_failures": 1},
-    {"epoch": 1, "reward": 0.55, "val_reward": 0.70, "f1_score": 0.45, "val_f1_score": 0.50, "failures": 1,
+    {"epoch": 2, "reward": 0.55, "val_reward": 0.70, "f1_score": 0.45, "val_f1_score": 0.50, "failures": 1,
      "val_failures": 0},
-    {"epoch": 2, "reward": 0.65, "val_reward": 0.60, "f1_score": 0.50, "val_f1_score": 0.55, "failures": 0,
+    {"epoch": 3, "reward": 0.65, "val_reward": 0.60, "f1_score": 0.50, "val_f1_score": 0.55, "failures": 0,
      "val_failures": 0},
 ]
 

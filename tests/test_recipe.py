@@ -29,7 +29,7 @@ def test_train_writes_every_file_and_the_trained_program_beats_the_baseline(tmp_
     assert comparison["reward_difference"] == final["mean"]["reward"] - baseline["mean"]["reward"]
     assert 0 < comparison["ci95"][0] <= comparison["reward_difference"] <= comparison["ci95"][1]
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [-1, 0, 1]  # the untrained program's validation first
+    assert [h["epoch"] for h in history] == [0, 1, 2]  # 0: the untrained program's validation
     best = json.loads((tmp_path / "best.program.json").read_text())
     assert best["nodes"][1]["variables"]["examples"]  # the reloaded best has few-shot examples
     assert best["metadata"]["seed"] == 0 and best["metadata"]["dataset"]["name"] == "sentiment"

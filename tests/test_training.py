@@ -376,13 +376,13 @@ def test_fit_history_has_reward_and_metric_keys_per_epoch(tmp_path):
     lines = (tmp_path / "history.jsonl").read_text().splitlines()
     assert len(lines) == 3
     rows = [json.loads(line) for line in lines]
-    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]  # files count epochs from 1 (0 = untrained)
     assert rows[0]["reward"] == 0.75 and rows[0]["val_reward"] == 0.0 and "val_f1_score" in rows[0]
 
     with open(tmp_path / "history.csv", newline="") as f:
         table = list(csv.DictReader(f))
     assert len(table) == 3
-    assert [r["epoch"] for r in table] == ["0", "1", "2"]
+    assert [r["epoch"] for r in table] == ["1", "2", "3"]
     assert float(table[2]["reward"]) == 0.75 and "val_reward" in table[0]
 
 
@@ -618,11 +618,11 @@ def test_history_logger_rewrites_files_every_epoch(tmp_path):
     assert len((tmp_path / "h.jsonl").read_text().splitlines()) == 1
     logger.on_epoch_end(1, {"reward": 0.75, "val_reward": 0.25})
     assert [json.loads(line) for line in (tmp_path / "h.jsonl").read_text().splitlines()] == [
-        {"epoch": 0, "reward": 0.5}, {"epoch": 1, "reward": 0.75, "val_reward": 0.25}]
+        {"epoch": 1, "reward": 0.5}, {"epoch": 2, "reward": 0.75, "val_reward": 0.25}]
     with open(tmp_path / "h.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert rows == [{"epoch": "0", "reward": "0.5", "val_reward": ""},
-                    {"epoch": "1", "reward": "0.75", "val_reward": "0.25"}]
+    assert rows == [{"epoch": "1", "reward": "0.5", "val_reward": ""},
+                    {"epoch": "2", "reward": "0.75", "val_reward": "0.25"}]
 
 
 def test_disk_cache_answers_a_repeated_call_without_the_backend(tmp_path):

@@ -61,8 +61,9 @@ def check_run_keys(cfg: DictConfig) -> None:
             raise UserError(f"{key}={value!r} is not valid; {key} must be {need}")
     for key in SIZE_KEYS:
         value = cfg.dataset.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise UserError(f"dataset.{key}={value!r} is not valid; it must be an integer >= 0 or null (all)")
+        minimum = 1 if key == "test_size" else 0
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+            raise UserError(f"dataset.{key}={value!r} is not valid; it must be an integer >= {minimum} or null (all)")
 
 
 def build_splits(cfg: DictConfig, seed: int | None = None):

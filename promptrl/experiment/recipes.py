@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Callable
@@ -89,7 +90,12 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
     lms = {"program": lm, "optimizer": teacher}
     callbacks_cfg = container(cfg, "callbacks") or {}
     callbacks = [_instantiate(node, f"callbacks.{name}") for name, node in callbacks_cfg.items() if node]
-    check_monitors(program, callbacks, has_validation=True)  # before any LM call is paid for
+    # Everything that would stop training is checked before any LM call is paid for.
+    check_monitors(program, callbacks, has_validation=True)
+    if optimizer is not None and cfg.epochs > 0 and len(val) == 0:
+        raise UserError("training needs validation data for the val_reward checkpoint; set dataset.val_size > 0")
+    if optimizer is not None and cfg.epochs == 0:
+        log("epochs=0: no training, baseline evaluations only")
     baseline = final = best = comparison = None
     history: list[dict] = []
     status = "failed"
@@ -97,8 +103,6 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
         baseline = await run_evaluations(program, test, cfg, "baseline", out, progress, log)
         plots.plot_metrics_with_mean_and_std(baseline, out / "baseline.png", title=f"Baseline - {cfg.task_name}")
         if optimizer is not None and cfg.epochs > 0:
-            if len(val) == 0:
-                raise UserError("training needs validation data for the val_reward checkpoint; set dataset.val_size > 0")
             logger = HistoryLogger(out / "history.jsonl", out / "history.csv")
             callbacks += [logger] + ([ProgressBar("fit ")] if progress else [])
             await program.fit(train.x, train.y, validation_data=(val.x, val.y), epochs=cfg.epochs,
@@ -165,7 +169,7 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
                 generator.language_model = replaced[id(generator.language_model)]
         program, lm = checkpoint, checkpoint.language_models[0]
     for note in notes:
-        log(note)
+        logging.getLogger("promptrl").warning(note)
     reward, metrics = build_scorers(cfg)
     program.compile(reward=reward, metrics=metrics)
     _write_config(cfg, out, language_model=lm.get_config())

@@ -62,6 +62,8 @@ def usage_report(language_models: dict, started: float, embedding_models=()) -> 
 def _fmt(result: dict | None, key: str) -> str:
     if not result or key not in result["mean"]:
         return "-"
+    if result["nb_runs"] < 2:  # no spread from a single run
+        return f"{result['mean'][key]:.3f}"
     return f"{result['mean'][key]:.3f} ± {result['std'][key]:.3f}"
 
 
@@ -77,7 +79,8 @@ def write_report(out: Path, title: str, phases: dict[str, dict | None], *, test_
         for key in next(iter(present.values()))["mean"]:
             lines.append(f"| {key} | " + " | ".join(_fmt(present[label], key) for label in labels) + " |")
         nb = next(iter(present.values()))["nb_runs"]
-        lines += ["", f"Mean ± sample std over {nb} runs on the same {test_size} test examples, each run with its "
+        runs = f"{nb} run" + ("s" if nb != 1 else "")
+        lines += ["", f"Mean ± sample std over {runs} on the same {test_size} test examples, each run with its "
                   "own seed" + (" (baseline and trained runs share the seeds)." if len(present) > 1 else "."), ""]
     if comparison:
         low, high = comparison["ci95"]
@@ -98,7 +101,7 @@ def write_report(out: Path, title: str, phases: dict[str, dict | None], *, test_
                   "| epoch | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
         for record in history:
             cells = [f"{record[k]:.3f}" if isinstance(record.get(k), float) else str(record.get(k, "-")) for k in keys]
-            lines.append(f"| {record['epoch'] + 1} | " + " | ".join(cells) + " |")
+            lines.append(f"| {record['epoch']} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Language model usage", "", "| role | model | calls | cache hits | failures | prompt tokens | "
               "completion tokens | cost (USD) |", "|---|---|---|---|---|---|---|---|"]
