@@ -117,14 +117,13 @@ class Dataset:
                 seen.add(key)
                 pool.append(i)
         rng.shuffle(pool)
+        asked = f"train_size={train_size}, val_size={val_size}, test_size={test_size}"
         train_size = len(pool) - val_size if train_size is None else train_size
         wanted = train_size + val_size
         if min(train_size, val_size, test_size if test_size is not None else 0) < 0 or wanted > len(pool) \
                 or (test_size or 0) > len(self.x_test):
-            raise UserError(
-                f"dataset '{self.name}' has {len(pool)} train-pool and {len(self.x_test)} test examples; "
-                f"asked for train_size={train_size}, val_size={val_size}, test_size={test_size} - lower the sizes"
-            )
+            raise UserError(f"dataset '{self.name}' has {len(pool)} train-pool and {len(self.x_test)} test examples "
+                            f"(after removing repeats and test inputs); asked for {asked} - lower the sizes")
         val_idx, train_idx = pool[:val_size], pool[val_size:wanted]
 
         def take(xs, ys, idx):
