@@ -143,7 +143,8 @@ class HistoryLogger(Callback):
         self.records.append({"epoch": epoch + 1, **(logs or {})})
         atomic_write_text(self.jsonl_path, "".join(json.dumps(r) + "\n" for r in self.records))
         if self.csv_path:
-            columns = list(dict.fromkeys(k for r in self.records for k in r))
+            keys = list(dict.fromkeys(k for r in self.records for k in r))
+            columns = sorted(keys, key=lambda k: (k != "epoch", k.startswith("val_")))  # epoch, train, val
             buffer = io.StringIO()
             writer = csv.DictWriter(buffer, fieldnames=columns)
             writer.writeheader()
