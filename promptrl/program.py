@@ -43,6 +43,7 @@ class Program:
         self.optimizer = None
         self.metrics: list = []
         self.metadata: dict = {}  # saved with the program: e.g. the dataset and seed it was trained on
+        self.saved_optimizer_state: dict | None = None  # set by load(): what an optimizer resumes from
 
     def _topological_order(self) -> list[SymbolicNode]:
         order, seen = [], set()

@@ -140,11 +140,14 @@ def _redact_multirun_yaml(path: Path) -> None:
     """Hydra's own multirun.yaml copies the command line: mask any secret given there."""
     if not path.is_file():
         return
-    data = yaml.safe_load(path.read_text())
+    text = path.read_text()
+    data = yaml.safe_load(text)
     task = data.get("hydra", {}).get("overrides", {}).get("task")
     if task:
         data["hydra"]["overrides"]["task"] = [redact_override(o) for o in task]
-    atomic_write_text(path, yaml.safe_dump(redact(data), sort_keys=False))
+    redacted = redact(data)
+    if redacted != yaml.safe_load(text):  # rewrite (and reformat) Hydra's file only to mask a secret
+        atomic_write_text(path, yaml.safe_dump(redacted, sort_keys=False))
 
 
 try:  # the Hydra callback (Hydra is a dependency of the CLI layer, not of the library)

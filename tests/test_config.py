@@ -9,7 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from promptrl.cli import config_dir
 from promptrl.datasets import Dataset
 from promptrl.errors import UserError
-from promptrl.experiment.build import _instantiate, build_optimizer, build_program, build_scorers, build_splits, container
+from promptrl.experiment.build import instantiate_node, build_optimizer, build_program, build_scorers, build_splits, container
 from promptrl.language_model import LanguageModel
 from promptrl.program import Program
 from promptrl.rewards import Reward
@@ -35,7 +35,7 @@ def _cfg(*overrides):
 @pytest.mark.parametrize("option", GROUPS["language_model"])
 def test_language_model_options_instantiate(option):
     cfg = _cfg(f"language_model={option}")
-    lm = _instantiate(container(cfg, "language_model"), "language_model")
+    lm = instantiate_node(container(cfg, "language_model"), "language_model")
     assert isinstance(lm, LanguageModel) and lm.model == cfg.language_model.model
 
 
@@ -75,7 +75,7 @@ def test_optimizer_options_instantiate(option):
 @pytest.mark.parametrize("option", GROUPS["callbacks"])
 def test_callbacks_options_instantiate(option):
     cfg = _cfg(f"callbacks={option}")
-    callbacks = [_instantiate(node, name) for name, node in container(cfg, "callbacks").items()]
+    callbacks = [instantiate_node(node, name) for name, node in container(cfg, "callbacks").items()]
     assert callbacks and all(hasattr(c, "on_epoch_end") for c in callbacks)
 
 
@@ -121,7 +121,7 @@ def test_splits_share_no_example(seed):
 @pytest.mark.parametrize("option", GROUPS["experiment"])
 def test_experiments_compose_and_build(option):
     cfg = _cfg(f"+experiment={option}")
-    lm = _instantiate(container(cfg, "language_model"), "language_model")
+    lm = instantiate_node(container(cfg, "language_model"), "language_model")
     optimizer, _ = build_optimizer(cfg, lm)
     assert cfg.task_name == option and isinstance(lm, LanguageModel)
     if "optimizer" in cfg and cfg.optimizer:

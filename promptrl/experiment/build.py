@@ -15,8 +15,7 @@ from promptrl.datasets import Dataset
 from promptrl.errors import UserError
 
 
-
-def _instantiate(node, what: str, **kwargs):
+def instantiate_node(node, what: str, **kwargs):
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -24,10 +23,11 @@ def _instantiate(node, what: str, **kwargs):
         return instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as error:
         cause = error.__cause__
-        while cause is not None and not isinstance(cause, UserError) and cause.__cause__ is not None:
-            cause = cause.__cause__
-        if isinstance(cause, UserError):
-            raise cause from None
+        inner = cause
+        while inner is not None:  # a UserError raised by the target reaches the user unchanged
+            if isinstance(inner, UserError):
+                raise inner from None
+            inner = inner.__cause__
         first_line = str(error).strip().splitlines()[0]
         raise UserError(f"cannot build {what}: {first_line} {cause or ''}; check the '{what}' config") from None
     except MissingMandatoryValue as error:
@@ -70,7 +70,7 @@ def build_splits(cfg: DictConfig, seed: int | None = None):
     """(dataset, train, val, test); `seed` (default: cfg.seed) picks the splits."""
     node = container(cfg, "dataset")
     sizes = {key: node.pop(key, None) for key in SIZE_KEYS}
-    dataset = _instantiate(node, "dataset")
+    dataset = instantiate_node(node, "dataset")
     if not isinstance(dataset, Dataset):
         raise UserError(f"dataset target returned {type(dataset).__name__}; it must return a promptrl.datasets.Dataset")
     seed = cfg.seed if seed is None else seed
@@ -79,15 +79,15 @@ def build_splits(cfg: DictConfig, seed: int | None = None):
 
 
 def build_program(cfg: DictConfig, dataset: Dataset):
-    language_model = _instantiate(container(cfg, "language_model"), "language_model")
-    program = _instantiate(container(cfg, "program"), "program", language_model=language_model,
+    language_model = instantiate_node(container(cfg, "language_model"), "language_model")
+    program = instantiate_node(container(cfg, "program"), "program", language_model=language_model,
                            dataset_input=dataset.input_data_model, dataset_output=dataset.output_data_model)
     return program, language_model
 
 
 def build_scorers(cfg: DictConfig):
-    reward = _instantiate(container(cfg, "reward"), "reward")
-    metrics = [_instantiate(node, f"metrics.{name}") for name, node in (container(cfg, "metrics") or {}).items()]
+    reward = instantiate_node(container(cfg, "reward"), "reward")
+    metrics = [instantiate_node(node, f"metrics.{name}") for name, node in (container(cfg, "metrics") or {}).items()]
     return reward, metrics
 
 
@@ -104,6 +104,6 @@ def build_optimizer(cfg: DictConfig, program_language_model):
     if "language_model" in node:
         spec = node.pop("language_model") or container(cfg, "optimizer_language_model")
         # Defaulting to the program's model still gets its own instance, so its usage is accounted apart.
-        kwargs["language_model"] = (_instantiate(spec, "optimizer_language_model") if spec
+        kwargs["language_model"] = (instantiate_node(spec, "optimizer_language_model") if spec
                                     else program_language_model.clone(**TEACHER_DEFAULTS))
-    return _instantiate(node, "optimizer", **kwargs), kwargs.get("language_model")
+    return instantiate_node(node, "optimizer", **kwargs), kwargs.get("language_model")

@@ -22,7 +22,7 @@ from promptrl import plots
 from promptrl.callbacks import HistoryLogger, ProgramCheckpoint, ProgressBar
 from promptrl.errors import UserError
 from promptrl.experiment.build import (
-    _instantiate, build_optimizer, build_program, build_scorers, build_splits, check_run_keys, container,
+    instantiate_node, build_optimizer, build_program, build_scorers, build_splits, check_run_keys, container,
 )
 from promptrl.experiment.results import aggregate, paired_comparison, usage_report, write_report
 from promptrl.io import atomic_write_json, atomic_write_text
@@ -89,7 +89,7 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
         f"model {lm.model} | optimizer {type(optimizer).__name__ if optimizer else 'none (baseline only)'}")
     lms = {"program": lm, "optimizer": teacher}
     callbacks_cfg = container(cfg, "callbacks") or {}
-    callbacks = [_instantiate(node, f"callbacks.{name}") for name, node in callbacks_cfg.items() if node]
+    callbacks = [instantiate_node(node, f"callbacks.{name}") for name, node in callbacks_cfg.items() if node]
     # Everything that would stop training is checked before any LM call is paid for.
     check_monitors(program, callbacks, has_validation=True)
     if optimizer is not None and cfg.epochs > 0 and len(val) == 0:
