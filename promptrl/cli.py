@@ -16,7 +16,8 @@ from pathlib import Path
 import typer
 
 from promptrl import __version__
-from promptrl.secrets import redact_override
+from promptrl import secrets
+from promptrl.io import atomic_write_text
 
 CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
 log = logging.getLogger("promptrl")
@@ -49,7 +50,8 @@ def config_groups_help() -> str:
     return "\n".join(lines)
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+# Plain tracebacks (--debug): rich's would print local variables and wrap lines across a secret.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="promptrl - train LM programs with rewards (the prompts are the weights).")
 
 
@@ -63,6 +65,37 @@ def _version(value: bool):
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Show the version and exit.")):
     """promptrl - train LM programs with rewards (the prompts are the weights)."""
+    _guard_outputs([])
+
+
+def _guard_outputs(overrides: list[str]) -> None:
+    """Mask secrets in everything this process prints: the provider keys of the environment and
+    those given on the command line are known from the start (before Hydra prints a job line)."""
+    secrets.collect_from_environment()
+    secrets.collect_from_overrides(overrides)
+    secrets.scrub_standard_streams()
+
+
+def _collect_composed_secrets(config_name: str, args: list[str]) -> None:
+    """`--cfg`/`--info` print the config before any job starts: compose it first so secrets set in
+    config files (not only on the command line) are known."""
+    if not {"--cfg", "-c", "--info", "-i"} & set(args):
+        return
+    overrides, skip = [], False
+    for arg in args:
+        if skip or arg.startswith("-"):
+            skip = arg in ("--cfg", "-c", "--package", "-p", "--info", "-i") and not skip
+            continue
+        overrides.append(arg)
+    try:
+        from hydra import compose, initialize_config_dir
+        from omegaconf import OmegaConf
+
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides)
+        secrets.collect(OmegaConf.to_container(cfg, resolve=False))
+    except Exception:  # noqa: BLE001 - Hydra itself reports a bad command line, as one line
+        pass
 
 
 def _one_line(text: str) -> str:
@@ -117,6 +150,7 @@ class HydraJob:
         self.task, self.debug = task, debug
 
     def __call__(self, cfg):
+        import yaml
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
@@ -125,11 +159,15 @@ class HydraJob:
         if isinstance(sys.stderr, _StderrGate):  # composition succeeded
             sys.stderr.release()
         hydra_cfg = HydraConfig.get()
+        # A job may run in another process (joblib, Ray): learn the secrets again and guard its outputs.
+        _guard_outputs(list(hydra_cfg.overrides.task))
+        secrets.collect(_plain(cfg))
+        secrets.scrub_log_handlers()
         output_dir = Path(hydra_cfg.runtime.output_dir)
         in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
         output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "overrides.yaml").write_text(
-            "".join(f"- {redact_override(o)}\n" for o in hydra_cfg.overrides.task))
+        atomic_write_text(output_dir / "overrides.yaml",
+                          yaml.safe_dump(list(hydra_cfg.overrides.task), width=10_000, allow_unicode=True))
         try:
             return self.task(cfg, output_dir, list(hydra_cfg.overrides.task))
         except Exception as error:  # noqa: BLE001
@@ -137,16 +175,28 @@ class HydraJob:
                 raise
             if in_sweep:  # one failed job must not stop the sweep: its report row says why
                 reason = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-                (output_dir / "FAILED").write_text(reason + "\n\n" + traceback.format_exc())
+                atomic_write_text(output_dir / "FAILED", reason + "\n\n" + traceback.format_exc())
                 log.error("job failed: %s", reason)
                 return float("nan")  # what an optimizing sweeper (Optuna) records as a failed trial
             _fail(str(error))
+
+
+def _plain(cfg):
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - an interpolation that fails is reported by the job itself
+        return OmegaConf.to_container(cfg, resolve=False)
 
 
 def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, debug: bool, task) -> None:
     import hydra
 
     from promptrl import sweep
+
+    _guard_outputs(args)
+    _collect_composed_secrets(config_name, args)
 
     if debug:
         os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -243,6 +293,10 @@ def evaluate(
     ctx: typer.Context,
     runs: int = typer.Option(None, "--runs", min=1, help="Number of evaluation runs (nb_runs)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="A *.program.json to evaluate."),
+    trust_checkpoint_endpoint: bool = typer.Option(
+        False, "--trust-checkpoint-endpoint",
+        help="Call the endpoint saved in the checkpoint (api_base, headers) instead of the configured one; "
+             "only for a file you wrote yourself."),
     multirun: bool = typer.Option(False, "-m", "--multirun", help="Run a sweep (Hydra multirun)."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -257,6 +311,8 @@ def evaluate(
         if not checkpoint.is_file():
             _fail(f"checkpoint not found: {checkpoint}; pass the path of a *.program.json from a run dir")
         args.append(f"checkpoint={checkpoint.resolve()}")
+    if trust_checkpoint_endpoint:
+        args.append("trust_checkpoint_endpoint=true")
     # A checkpoint keeps its own language model; `language_model=NAME` replaces it,
     # `language_model.KEY=VALUE` changes only that setting of it.
     lm_args = [a.lstrip("+~").partition("=")[0] for a in ctx.args if a.lstrip("+~").startswith("language_model")]

@@ -1,4 +1,6 @@
-"""Atomic file writes (temp file + rename): a crash never leaves a half-written result."""
+"""Atomic file writes (temp file + rename): a crash never leaves a half-written result.
+
+Every text file promptrl writes passes here, so every one is scrubbed of known secrets."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
+from promptrl.secrets import scrub, scrub_data
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -28,8 +32,8 @@ def atomic_write_bytes(path, data: bytes) -> Path:
 
 
 def atomic_write_text(path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    return atomic_write_bytes(path, scrub(text).encode("utf-8"))
 
 
 def atomic_write_json(path, data) -> Path:
-    return atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    return atomic_write_text(path, json.dumps(scrub_data(data), indent=2, ensure_ascii=False, default=str) + "\n")

@@ -25,10 +25,15 @@ from promptrl.backends import (
 )
 from promptrl.checks import check_number
 from promptrl.errors import LanguageModelUnavailable, PredictionError, UserError
-from promptrl.secrets import redact
+from promptrl.secrets import add_secret, collect, collect_from_text, is_secret_key, strip_userinfo
 
 # litellm downloads its price map at import unless told to use the bundled copy (no network here).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+# What a saved program may set: the model's sampling and pacing. Where calls go and what they carry
+# (api_base, api_key, model_path, cache_dir, headers and any other transport argument) comes from
+# the current config, never from a file (see from_saved).
+SETTING_KEYS = ("temperature", "max_tokens", "concurrency", "timeout", "num_retries", "n_ctx", "n_threads")
 
 _ROLE: contextvars.ContextVar[str | None] = contextvars.ContextVar("promptrl_usage_role", default=None)
 
@@ -96,6 +101,10 @@ class LanguageModel:
         if is_local_model(model) and extra:
             raise UserError(f"language model '{model}': unknown setting(s) {sorted(extra)} for the local model; "
                             "it takes temperature, max_tokens, n_ctx, n_threads, model_path, cache_dir")
+        # Remember the credentials: they are masked in every file written and line printed.
+        add_secret(api_key)
+        collect(extra)
+        collect_from_text(api_base or "")
         self.model = model
         self.api_base = api_base
         self.api_key = api_key
@@ -131,10 +140,11 @@ class LanguageModel:
             self.usage_by_role.setdefault(role, Usage()).add(**deltas)
 
     def get_config(self) -> dict:
-        """Constructor arguments, without secrets (safe to write into outputs)."""
+        """Constructor arguments without credentials (no api_key, no headers, no URL userinfo):
+        what a checkpoint or a result file records."""
         config = {
             "model": self.model,
-            "api_base": self.api_base,
+            "api_base": strip_userinfo(self.api_base),
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "concurrency": self.concurrency,
@@ -145,14 +155,35 @@ class LanguageModel:
             "n_threads": self.n_threads,
             "cache_dir": self.cache_dir,
         }
-        config.update(redact(self.extra))
+        config.update(self._public_extra())
         return config
+
+    def _public_extra(self) -> dict:
+        return {k: v for k, v in self.extra.items() if not is_secret_key(k) and not k.lower().endswith("headers")}
 
     def clone(self, **changes) -> "LanguageModel":
         """The same model and settings (and credentials) with its own usage counters, e.g. an
         optimizer's teacher; `changes` replace settings (temperature=0.7, ...)."""
-        config = {**self.get_config(), **self.extra, "api_key": self.api_key, **changes}
+        config = {**self.get_config(), **self.extra, "api_key": self.api_key, "api_base": self.api_base, **changes}
         return LanguageModel(**config)
+
+    @staticmethod
+    def endpoint_of(config: dict) -> dict:
+        """The endpoint and credential part of a language_model config (what from_saved takes)."""
+        return {k: v for k, v in config.items() if k not in SETTING_KEYS and k not in ("model", "_target_")}
+
+    @classmethod
+    def from_saved(cls, saved: dict, endpoint: dict | None = None, trust_endpoint: bool = False) -> "LanguageModel":
+        """A model from a saved config (a checkpoint): its name and SETTING_KEYS from the file; its
+        endpoint and credentials from `endpoint` (the current config). The file's own endpoint
+        (api_base, model_path, cache_dir, extra transport arguments) only with `trust_endpoint`."""
+        settings = {k: saved[k] for k in SETTING_KEYS if saved.get(k) is not None}
+        from_file = {}
+        if trust_endpoint:
+            from_file = {k: v for k, v in saved.items()
+                         if k not in SETTING_KEYS and k != "model" and v is not None and v != "***"}
+        chosen = {k: v for k, v in (endpoint or {}).items() if v is not None}
+        return cls(model=saved["model"], **settings, **{**from_file, **chosen})
 
     def __repr__(self) -> str:
         return f"LanguageModel(model={self.model!r})"
@@ -172,8 +203,8 @@ class LanguageModel:
         return self._cache
 
     def _cache_key(self, messages: list[dict], schema: dict, seed: int | None) -> str:
-        payload = [self.model, self.api_base, self.model_path, self.temperature, self.max_tokens,
-                   redact(self.extra), seed, messages, schema]
+        payload = [self.model, strip_userinfo(self.api_base), self.model_path, self.temperature, self.max_tokens,
+                   self._public_extra(), seed, messages, schema]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     async def generate(

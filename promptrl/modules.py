@@ -186,3 +186,10 @@ class ChainOfThought(Generator):
             definitions.update({name: (info.annotation, info) for name, info in base.model_fields.items()})
             self._cot_model = pydantic.create_model(f"{base.__name__}WithThinking", __base__=DataModel, **definitions)
         return self._cot_model
+
+
+# The library's own modules, by the short names checkpoints use.
+from promptrl.registry import register_module  # noqa: E402 - registry needs Module defined
+
+for _cls in (Generator, ChainOfThought):
+    register_module(_cls, name=_cls.__name__)

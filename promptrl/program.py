@@ -8,11 +8,12 @@ from typing import Any
 
 import pydantic
 
-from promptrl.data_model import data_model_from_spec, data_model_to_spec, import_object, import_path
+from promptrl.data_model import data_model_from_spec, data_model_to_spec, import_path
 from promptrl.errors import UserError
 from promptrl.io import atomic_write_json
 from promptrl.language_model import LanguageModel
-from promptrl.modules import Generator, Module, RunContext, SymbolicNode, merge_data_models
+from promptrl.modules import Generator, Input, Module, RunContext, SymbolicNode, merge_data_models
+from promptrl.registry import lookup_data_model, lookup_module, module_kind
 
 FORMAT = "promptrl.program/1"
 RESERVED_LOG_KEYS = ("reward", "failures")
@@ -188,7 +189,7 @@ class Program:
                 entry.update(kind="Input", data_model=_data_model_ref(node.data_model))
             else:
                 module = node.module
-                entry.update(kind=f"{type(module).__module__}:{type(module).__qualname__}")
+                entry.update(kind=module_kind(type(module)))
                 entry["parents"] = [p.name for p in node.parents]
                 entry["config"] = module.get_config()
                 if isinstance(module, Generator):
@@ -215,45 +216,47 @@ class Program:
         atomic_write_json(path, self.get_state())
 
     @classmethod
-    def load(cls, path, language_model: LanguageModel | None = None) -> Program:
-        """Rebuild a saved program. `language_model` replaces every saved one if given."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                state = json.load(f)
-        except FileNotFoundError:
-            raise UserError(f"program file not found: {path}; check the path (checkpoints end in .program.json)")
-        except json.JSONDecodeError as error:
-            raise UserError(f"program file {path} is not valid JSON ({error}); was it written by promptrl?")
-        return cls.from_state(state, language_model)
+    def load(cls, path, language_model: LanguageModel | None = None, *, endpoint: dict | None = None,
+             trust_endpoint: bool = False) -> Program:
+        """Rebuild a saved program. A checkpoint is data: its module kinds and data models are looked
+        up in promptrl's registry (never imported), and it cannot choose where calls go.
+
+        `language_model` replaces every saved one. Otherwise each saved model keeps its name and
+        sampling settings, and takes its endpoint and credentials (api_base, api_key, headers, other
+        transport arguments) from `endpoint` - the file's own only with `trust_endpoint=True`.
+        """
+        return cls.from_state(read_state(path), language_model, endpoint=endpoint, trust_endpoint=trust_endpoint)
 
     @classmethod
-    def from_state(cls, state: dict, language_model: LanguageModel | None = None) -> Program:
-        if state.get("format") != FORMAT:
-            raise UserError(f"not a promptrl program (format {state.get('format')!r}, expected {FORMAT!r})")
-        lms = {name: language_model or LanguageModel(**config) for name, config in state["language_models"].items()}
+    def from_state(cls, state: dict, language_model: LanguageModel | None = None, *, endpoint: dict | None = None,
+                   trust_endpoint: bool = False) -> Program:
+        state = check_state(state)
+        lms = {name: language_model or LanguageModel.from_saved(config, endpoint, trust_endpoint)
+               for name, config in state["language_models"].items()}
         built: dict[str, SymbolicNode] = {}
         for entry in state["nodes"]:
+            node = entry["name"]
             if entry["kind"] == "Input":
-                from promptrl.modules import Input
-
-                built[entry["name"]] = Input(_load_data_model(entry["data_model"]), name=entry["name"])
+                built[node] = Input(_load_data_model(entry["data_model"], node), name=node)
                 continue
-            module_cls = import_object(entry["kind"])
-            kwargs = dict(entry.get("config") or {})
-            if issubclass(module_cls, Generator):
-                initial = kwargs.pop("initial_instructions", None)
-                module = module_cls(
-                    data_model=_load_data_model(entry["data_model"]),
-                    language_model=lms[entry["language_model"]],
-                    instructions=initial,
-                    **kwargs,
-                )
-            else:
-                module = module_cls(**kwargs)
-            if entry.get("variables") is not None:
-                module.set_variables(entry["variables"])
-            parents = [built[p] for p in entry["parents"]]
-            built[entry["name"]] = module(parents if len(parents) > 1 else parents[0])
+            module_cls = lookup_module(entry["kind"], node)
+            kwargs = dict(entry["config"])
+            try:
+                if issubclass(module_cls, Generator):
+                    if entry["data_model"] is None or entry["language_model"] is None:
+                        raise ValueError("a generator needs data_model and language_model")
+                    module = module_cls(data_model=_load_data_model(entry["data_model"], node),
+                                        language_model=lms[entry["language_model"]],
+                                        instructions=kwargs.pop("initial_instructions", None), **kwargs)
+                else:
+                    module = module_cls(**kwargs)
+                if entry["variables"] is not None:
+                    module.set_variables(entry["variables"])
+                parents = [built[p] for p in entry["parents"]]
+                built[node] = module(parents if len(parents) > 1 else parents[0])
+            except (TypeError, ValueError, KeyError, AttributeError) as error:
+                raise UserError(f"checkpoint node '{node}' cannot be rebuilt ({type(error).__name__}: {error}); "
+                                "was the file edited by hand?") from None
         program = cls(
             inputs=[built[n] for n in state["inputs"]],
             outputs=[built[n] for n in state["outputs"]],
@@ -263,6 +266,102 @@ class Program:
         program.saved_optimizer_state = state.get("optimizer")
         program.metadata = dict(state.get("metadata") or {})
         return program
+
+
+def read_state(path) -> dict:
+    """A program file's JSON, checked for shape (a wrong shape is one line, not a traceback)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"program file not found: {path}; check the path (checkpoints end in .program.json)")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"program file {path} is not valid JSON ({error}); was it written by promptrl?")
+    try:
+        return check_state(state)
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
+
+
+def check_state(state) -> dict:
+    """The saved program's shape: every node, reference and variable where loading expects it."""
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise UserError(f"not a promptrl program (format {found!r}, expected {FORMAT!r})")
+    try:
+        checked = _SavedProgram.model_validate(state).model_dump(by_alias=True)
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the file"
+        raise UserError(f"malformed program file: {where}: {first['msg']}; was it edited by hand?") from None
+    seen: set[str] = set()
+    for entry in checked["nodes"]:
+        node = entry["name"]
+        if node in seen:
+            raise UserError(f"malformed program file: node '{node}' appears twice")
+        unknown = [p for p in entry["parents"] if p not in seen]
+        if unknown:
+            raise UserError(f"malformed program file: node '{node}' has unknown parent '{unknown[0]}'")
+        if entry["kind"] == "Input" and entry["data_model"] is None:
+            raise UserError(f"malformed program file: input '{node}' has no data_model")
+        if entry["kind"] != "Input" and not entry["parents"]:
+            raise UserError(f"malformed program file: module '{node}' has no parents")
+        if entry["language_model"] is not None and entry["language_model"] not in checked["language_models"]:
+            raise UserError(f"malformed program file: node '{node}' uses unknown language model "
+                            f"'{entry['language_model']}'")
+        seen.add(node)
+    for key in ("inputs", "outputs"):
+        unknown = [n for n in checked[key] if n not in seen]
+        if unknown or not checked[key]:
+            raise UserError(f"malformed program file: {key} " + (f"name unknown node '{unknown[0]}'" if unknown
+                                                                  else "is empty"))
+    return checked
+
+
+class _Strict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class _DataModelRef(_Strict):
+    import_: str | None = pydantic.Field(None, alias="import")
+    spec: dict | None = None
+
+
+class _Example(_Strict):
+    input: dict
+    output: dict
+
+
+class _Variables(_Strict):
+    instructions: str | None = None
+    examples: list[_Example] = []
+
+
+class _SavedLanguageModel(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+    model: str
+
+
+class _SavedNode(_Strict):
+    name: str
+    kind: str
+    parents: list[str] = []
+    config: dict = {}
+    data_model: _DataModelRef | None = None
+    language_model: str | None = None
+    variables: _Variables | None = None
+
+
+class _SavedProgram(_Strict):
+    format: str
+    name: str
+    description: str | None = None
+    language_models: dict[str, _SavedLanguageModel]
+    nodes: list[_SavedNode] = pydantic.Field(min_length=1)
+    inputs: list[str]
+    outputs: list[str]
+    metadata: dict = {}
+    optimizer: dict | None = None
 
 
 def _data_model_ref(model) -> dict:
@@ -279,12 +378,16 @@ def _data_model_ref(model) -> dict:
     return {"import": path, "spec": spec}
 
 
-def _load_data_model(ref: dict):
-    if ref.get("import"):
-        try:
-            return import_object(ref["import"])
-        except UserError:
-            if not ref.get("spec"):
-                raise
-    spec = ref["spec"]
-    return data_model_from_spec(spec["name"], spec["fields"], spec.get("description"))
+def _load_data_model(ref: dict, node: str):
+    """A registered class named by the file, else the class rebuilt from its spec (never an import)."""
+    registered = lookup_data_model(ref.get("import"))
+    if registered is not None:
+        return registered
+    spec = ref.get("spec")
+    if not spec:
+        raise UserError(f"checkpoint node '{node}': data model {ref.get('import')!r} is not registered and the file "
+                        "has no spec; decorate it with @promptrl.register_data_model or pass "
+                        "trusted_modules=[its.python.module]")
+    if not isinstance(spec.get("fields"), dict) or not isinstance(spec.get("name", ""), str):
+        raise UserError(f"checkpoint node '{node}': malformed data model spec (needs name and a fields mapping)")
+    return data_model_from_spec(spec.get("name") or node, spec["fields"], spec.get("description"))

@@ -14,7 +14,7 @@ import yaml
 from promptrl import plots
 from promptrl.errors import UserError
 from promptrl.io import atomic_write_text
-from promptrl.secrets import redact, redact_override
+from promptrl.secrets import collect_from_overrides, scrub_config
 
 REPORT_CSV, REPORT_MD, REPORT_PNG = "sweep_report.csv", "sweep_report.md", "sweep_report.png"
 
@@ -137,16 +137,13 @@ def write_report(sweep_dir) -> list[dict]:
 
 
 def _redact_multirun_yaml(path: Path) -> None:
-    """Hydra's own multirun.yaml copies the command line: mask any secret given there."""
+    """Hydra's own multirun.yaml copies the command line and the config: mask every secret there."""
     if not path.is_file():
         return
-    text = path.read_text()
-    data = yaml.safe_load(text)
-    task = data.get("hydra", {}).get("overrides", {}).get("task")
-    if task:
-        data["hydra"]["overrides"]["task"] = [redact_override(o) for o in task]
-    redacted = redact(data)
-    if redacted != yaml.safe_load(text):  # rewrite (and reformat) Hydra's file only to mask a secret
+    data = yaml.safe_load(path.read_text())
+    collect_from_overrides((data.get("hydra", {}).get("overrides", {}) or {}).get("task") or [])
+    redacted = scrub_config(data)
+    if redacted != data:  # rewrite (and reformat) Hydra's file only to mask a secret
         atomic_write_text(path, yaml.safe_dump(redacted, sort_keys=False))
 
 

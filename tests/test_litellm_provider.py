@@ -1,9 +1,6 @@
 """The litellm provider path against a local OpenAI-compatible server (loopback only)."""
 
 import asyncio
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from typer.testing import CliRunner
@@ -12,44 +9,15 @@ import promptrl
 from promptrl.cli import app
 from promptrl.errors import LanguageModelUnavailable
 
-
-class FakeOpenAI(BaseHTTPRequestHandler):
-    requests: list = []
-    fail_first = 0
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append(body)
-        if type(self).fail_first > 0:
-            type(self).fail_first -= 1
-            self.send_response(503)
-            self.end_headers()
-            return
-        text = json.loads(body["messages"][-1]["content"])["text"]
-        content = json.dumps({"answer": "positive" if "great" in text else "negative"})
-        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                 "choices": [{"index": 0, "finish_reason": "stop",
-                              "message": {"role": "assistant", "content": content}}],
-                 "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+from fake_openai import fake_openai_server
 
 
 @pytest.fixture
 def server(monkeypatch):
+    """(base url, recorder) of a scripted OpenAI-compatible server on loopback."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
-    FakeOpenAI.requests, FakeOpenAI.fail_first = [], 0
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    httpd.shutdown()
+    with fake_openai_server() as served:
+        yield served
 
 
 def program(lm):
@@ -61,24 +29,26 @@ def program(lm):
 
 
 def test_structured_output_through_litellm_with_accounting(server):
+    server, recorder = server
     lm = promptrl.LanguageModel("openai/gpt-4o-mini", api_base=server, num_retries=0, concurrency=2)
     p, dataset = program(lm)
     x = [dataset.input_data_model(text="a great day"), dataset.input_data_model(text="a dull day")]
     outputs = asyncio.run(p.predict(x, seed=5))
     assert [o.answer for o in outputs] == ["positive", "negative"]
     assert lm.usage.calls == 2 and lm.usage.prompt_tokens == 22 and lm.usage.completion_tokens == 6
-    request = FakeOpenAI.requests[0]
+    request = recorder.requests[0]["body"]
     assert request["response_format"]["type"] == "json_schema"  # the output model's schema is asked for
     assert request["response_format"]["json_schema"]["schema"]["properties"]["answer"]["enum"] == ["positive", "negative"]
     assert request["seed"] is not None
 
 
 def test_a_flaky_api_is_retried(server):
-    FakeOpenAI.fail_first = 1
+    server, recorder = server
+    recorder.fail_first = 1
     lm = promptrl.LanguageModel("openai/gpt-4o-mini", api_base=server, num_retries=2)
     p, dataset = program(lm)
     outputs = asyncio.run(p.predict([dataset.input_data_model(text="great")]))
-    assert outputs[0].answer == "positive" and len(FakeOpenAI.requests) == 2 and lm.usage.failures == 0
+    assert outputs[0].answer == "positive" and len(recorder.requests) == 2 and lm.usage.failures == 0
 
 
 def test_an_unreachable_endpoint_stops_with_one_line(tmp_path, monkeypatch):
@@ -97,6 +67,7 @@ def test_an_unreachable_endpoint_stops_with_one_line(tmp_path, monkeypatch):
 
 
 def test_api_key_never_reaches_outputs(server, tmp_path):
+    server, _ = server
     lm = promptrl.LanguageModel("openai/gpt-4o-mini", api_base=server, api_key="sk-secret-123", num_retries=0)
     p, _ = program(lm)
     p.save(tmp_path / "p.program.json")

@@ -13,6 +13,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from promptrl.datasets import Dataset
 from promptrl.errors import UserError
+from promptrl.registry import register_module, trust_modules
 
 
 def instantiate_node(node, what: str, **kwargs):
@@ -78,10 +79,21 @@ def build_splits(cfg: DictConfig, seed: int | None = None):
     return dataset, train, val, test
 
 
+def trust_configured_modules(cfg: DictConfig) -> None:
+    """`trusted_modules: [mypkg.modules]` (config or command line, never a checkpoint): the Python
+    modules whose module classes and data models saved programs may name."""
+    names = container(cfg, "trusted_modules") if "trusted_modules" in cfg else None
+    if names is not None and not isinstance(names, (list, str)):
+        raise UserError(f"trusted_modules={names!r} is not valid; give a list, e.g. trusted_modules=[mypkg.modules]")
+    trust_modules(names)
+
+
 def build_program(cfg: DictConfig, dataset: Dataset):
     language_model = instantiate_node(container(cfg, "language_model"), "language_model")
     program = instantiate_node(container(cfg, "program"), "program", language_model=language_model,
-                           dataset_input=dataset.input_data_model, dataset_output=dataset.output_data_model)
+                               dataset_input=dataset.input_data_model, dataset_output=dataset.output_data_model)
+    for module in program.modules:  # the config chose these classes: its checkpoints may name them
+        register_module(type(module))
     return program, language_model
 
 

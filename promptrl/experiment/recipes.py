@@ -23,11 +23,13 @@ from promptrl.callbacks import HistoryLogger, ProgramCheckpoint, ProgressBar
 from promptrl.errors import UserError
 from promptrl.experiment.build import (
     instantiate_node, build_optimizer, build_program, build_scorers, build_splits, check_run_keys, container,
+    trust_configured_modules,
 )
 from promptrl.experiment.results import aggregate, paired_comparison, usage_report, write_report
 from promptrl.io import atomic_write_json, atomic_write_text
-from promptrl.program import Program
-from promptrl.secrets import redact
+from promptrl.language_model import SETTING_KEYS, LanguageModel
+from promptrl.program import Program, read_state
+from promptrl.secrets import scrub_config
 from promptrl.seeding import derive_seed
 from promptrl.trainer import check_monitors, evaluate
 
@@ -65,7 +67,7 @@ def _write_config(cfg, out: Path, **actual) -> None:
     """config.yaml: the resolved config (secrets redacted); `actual` replaces keys by what was really
     used (e.g. the language model of an evaluated checkpoint)."""
     config = {**container(cfg), **actual}
-    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(redact(config))))
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(scrub_config(config))))
 
 
 def run_train(cfg: DictConfig, output_dir, progress: bool = True, log: Callable = print) -> dict:
@@ -76,6 +78,7 @@ def run_train(cfg: DictConfig, output_dir, progress: bool = True, log: Callable 
 async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
     started = time.perf_counter()
     check_run_keys(cfg)
+    trust_configured_modules(cfg)
     out.mkdir(parents=True, exist_ok=True)
     dataset, train, val, test = build_splits(cfg)
     program, lm = build_program(cfg, dataset)
@@ -143,31 +146,49 @@ def run_evaluate(cfg: DictConfig, output_dir, progress: bool = True, log: Callab
     return asyncio.run(_evaluate(cfg, Path(output_dir), progress, log, override_language_model))
 
 
+def load_checkpoint(cfg, state: dict, language_model, override_language_model) -> Program:
+    """The checkpoint's program, calling where the *config* says. Its model name and sampling
+    settings are the file's unless the user chose a language model (`language_model=NAME` replaces
+    it, `language_model.KEY=V` changes one setting); its endpoint and credentials always come from
+    the config, or from the file with `trust_checkpoint_endpoint=true` (--trust-checkpoint-endpoint)."""
+    if override_language_model is True:
+        return Program.from_state(state, language_model)
+    lm_config = container(cfg, "language_model")
+    program = Program.from_state(state, endpoint=LanguageModel.endpoint_of(lm_config),
+                                 trust_endpoint=bool(cfg.get("trust_checkpoint_endpoint")))
+    changes = {key: lm_config[key] for key in override_language_model or [] if key in (*SETTING_KEYS, "model")}
+    if changes:
+        replaced = {id(m): m.clone(**changes) for m in program.language_models}
+        for generator in program.generators:
+            generator.language_model = replaced[id(generator.language_model)]
+    return program
+
+
 async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_language_model) -> dict:
     started = time.perf_counter()
     check_run_keys(cfg)
+    trust_configured_modules(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = Program.load(cfg.checkpoint) if cfg.checkpoint else None
+    state = read_state(cfg.checkpoint) if cfg.checkpoint else None
+    metadata = state["metadata"] if state else {}
     notes = []
     split_seed = cfg.seed
-    if checkpoint is not None and checkpoint.metadata.get("seed") not in (None, cfg.seed):
+    if metadata.get("seed") not in (None, cfg.seed):
         # The splits of the seed it was trained with: another seed could put its training examples in the test split.
-        split_seed = checkpoint.metadata["seed"]
+        split_seed = metadata["seed"]
         notes.append(f"Test split drawn with the checkpoint's training seed {split_seed} (runs use seed {cfg.seed}).")
     dataset, _, _, test = build_splits(cfg, seed=split_seed)
     program, lm = build_program(cfg, dataset)
-    if checkpoint is not None:
-        trained_on = (checkpoint.metadata.get("dataset") or {}).get("name")
+    if state is not None:
+        trained_on = (metadata.get("dataset") or {}).get("name") if isinstance(metadata.get("dataset"), dict) else None
         if trained_on and trained_on != dataset.name:
             notes.append(f"Warning: the checkpoint was trained on dataset '{trained_on}', evaluated on '{dataset.name}'.")
-        if override_language_model is True:
-            checkpoint = Program.load(cfg.checkpoint, lm)
-        elif override_language_model:
-            changes = {key: cfg.language_model[key] for key in override_language_model}
-            replaced = {id(m): m.clone(**changes) for m in checkpoint.language_models}
-            for generator in checkpoint.generators:
-                generator.language_model = replaced[id(generator.language_model)]
-        program, lm = checkpoint, checkpoint.language_models[0]
+        program = load_checkpoint(cfg, state, lm, override_language_model)
+        lm = program.language_models[0]
+        where = lm.api_base or (lm.model_path if lm.is_local else None) or "the provider's default endpoint"
+        source = ("the checkpoint file" if cfg.get("trust_checkpoint_endpoint") and override_language_model is not True
+                  else "the config")
+        log(f"checkpoint model: {lm.model} at {where} (endpoint and credentials from {source})")
     for note in notes:
         logging.getLogger("promptrl").warning(note)
     reward, metrics = build_scorers(cfg)
