@@ -33,7 +33,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # What a saved program may set: the model's sampling and pacing. Where calls go and what they carry
 # (api_base, api_key, model_path, cache_dir, headers and any other transport argument) comes from
 # the current config, never from a file (see from_saved).
-SETTING_KEYS = ("temperature", "max_tokens", "concurrency", "timeout", "num_retries", "n_ctx", "n_threads")
+SETTING_KEYS = ("temperature", "max_tokens", "concurrency", "timeout", "num_retries", "n_ctx", "n_threads",
+                "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop")
 
 _ROLE: contextvars.ContextVar[str | None] = contextvars.ContextVar("promptrl_usage_role", default=None)
 

@@ -21,8 +21,8 @@ from typing import Any, Iterable
 
 MASK = "***"
 # api_key, openai_api_key, x-api-key, access_token, aws_secret_access_key, password, authorization,
-# cookie... but not max_tokens or prompt_tokens.
-_SECRET_KEY = re.compile(r"(api[_-]?key|(^|[_-])token|secret|passw(or)?d|authorization|credential|cookie|"
+# cookie... but not max_tokens, prompt_tokens or TOKENIZERS_PARALLELISM.
+_SECRET_KEY = re.compile(r"(api[_-]?key|(^|[_-])token($|[_-])|secret|passw(or)?d|authorization|credential|cookie|"
                          r"(^|[_-])auth$|private[_-]?key)", re.IGNORECASE)
 _NOT_SECRET_KEY = re.compile(r"tokens$", re.IGNORECASE)
 _HEADERS_KEY = re.compile(r"headers$", re.IGNORECASE)

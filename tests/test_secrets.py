@@ -20,7 +20,8 @@ def test_secret_keys_by_name_spare_token_counts():
     for key in ("api_key", "OPENAI_API_KEY", "x-api-key", "Authorization", "access_token", "HF_TOKEN",
                 "aws_secret_access_key", "password", "Cookie"):
         assert secrets.is_secret_key(key), key
-    for key in ("max_tokens", "prompt_tokens", "completion_tokens", "model", "api_base", "temperature"):
+    for key in ("max_tokens", "prompt_tokens", "completion_tokens", "model", "api_base", "temperature",
+                "TOKENIZERS_PARALLELISM"):
         assert not secrets.is_secret_key(key), key
 
 
