@@ -20,7 +20,7 @@ import time
 from llama_cpp import LlamaGrammar
 
 from promptrl.datasets import load
-from promptrl.backends import _LocalBackend
+from promptrl.engine.transports import LocalTransport
 from promptrl.language_model import LanguageModel
 from promptrl.modules import Generator, Input
 
@@ -45,7 +45,7 @@ def main() -> None:
     generator(Input(dataset.input_data_model))
     messages = generator.render_messages(dataset.x_test[0].model_dump())
     schema = json.dumps(dataset.output_data_model.model_json_schema())
-    llama = _LocalBackend(lm)._llama()
+    llama = LocalTransport(lm)._llama()
 
     def call(max_tokens: int, grammar: bool) -> int:
         out = llama.create_chat_completion(

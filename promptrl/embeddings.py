@@ -10,7 +10,7 @@ import threading
 import zlib
 
 from promptrl.errors import PredictionError
-from promptrl.backends import is_local_model, local_model_path
+from promptrl.engine.transports import is_local_model, local_model_path
 from promptrl.language_model import Usage
 
 

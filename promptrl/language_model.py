@@ -7,9 +7,9 @@ Concurrency is bounded by one semaphore per language model (`concurrency`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
+import functools
 import hashlib
 import json
 import os
@@ -19,11 +19,13 @@ from typing import Any
 
 import pydantic
 
-from promptrl.backends import (
-    DEFAULT_LOCAL_MODEL, _LiteLLMBackend, _LocalBackend, _strip_fences, is_local_model, is_transient_error,
-    local_model_path,
-)
 from promptrl.checks import check_number
+from promptrl.engine import http
+from promptrl.engine.scheduler import AdaptiveLimiter, is_connection_error, is_retryable, retrying
+from promptrl.engine.structured import SETTING as STRUCTURED_OUTPUT, StructuredOutput, response_format
+from promptrl.engine.transports import (
+    DEFAULT_LOCAL_MODEL, LiteLLMTransport, LocalTransport, is_local_model, local_model_path, strip_fences,
+)
 from promptrl.errors import LanguageModelUnavailable, PredictionError, UserError
 from promptrl.secrets import add_secret, collect, collect_from_text, is_secret_key, strip_userinfo
 
@@ -34,7 +36,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # (api_base, api_key, model_path, cache_dir, headers and any other transport argument) comes from
 # the current config, never from a file (see from_saved).
 SETTING_KEYS = ("temperature", "max_tokens", "concurrency", "timeout", "num_retries", "n_ctx", "n_threads",
-                "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop")
+                "structured_output", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop")
+TRANSPORTS = ("auto", "http", "litellm")
 
 _ROLE: contextvars.ContextVar[str | None] = contextvars.ContextVar("promptrl_usage_role", default=None)
 
@@ -57,6 +60,7 @@ class Usage:
     calls: int = 0
     cache_hits: int = 0
     failures: int = 0
+    retries: int = 0  # attempts sent again after a transient error (counted once in calls)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
@@ -71,8 +75,14 @@ class Usage:
 
 
 class LanguageModel:
-    """A language model behind litellm (`openai/...`, `ollama/...`, `hosted_vllm/...`, ...)
-    or the embedded GGUF model run in-process (`local/smollm2-135m`, or `local` + `model_path`).
+    """A language model: an OpenAI-compatible endpoint (`openai/...`, `hosted_vllm/...`,
+    `lm_studio/...`, any `api_base`) through the lean HTTP transport, any other litellm provider
+    (`ollama_chat/...`, `anthropic/...`, ...) through litellm, or the embedded GGUF model run
+    in-process (`local/smollm2-135m`, or `local` + `model_path`).
+
+    `concurrency` is the most calls in flight; the window adapts below it on 429s, 503s, timeouts
+    and Retry-After. `structured_output` is how the schema is asked for (engine/structured.py);
+    `transport` forces `http` (any OpenAI-compatible `api_base`) or `litellm`.
     """
 
     def __init__(
@@ -89,6 +99,8 @@ class LanguageModel:
         n_ctx: int = 2048,
         n_threads: int | None = None,
         cache_dir: str | None = None,
+        structured_output: str = "auto",
+        transport: str = "auto",
         **extra: Any,
     ):
         if concurrency is None:  # one llama.cpp context runs one call at a time; providers take several
@@ -99,6 +111,10 @@ class LanguageModel:
         for key, value, minimum in (("max_tokens", max_tokens, 1), ("concurrency", concurrency, 1),
                                     ("num_retries", num_retries, 0), ("n_ctx", n_ctx, 64)):
             check_number(owner, key, value, minimum, integer=True)
+        for key, value, allowed in (("structured_output", structured_output, STRUCTURED_OUTPUT),
+                                    ("transport", transport, TRANSPORTS)):
+            if value not in allowed:
+                raise UserError(f"{owner}: {key}={value!r} is not valid; use one of {', '.join(allowed)}")
         if is_local_model(model) and extra:
             raise UserError(f"language model '{model}': unknown setting(s) {sorted(extra)} for the local model; "
                             "it takes temperature, max_tokens, n_ctx, n_threads, model_path, cache_dir")
@@ -118,17 +134,22 @@ class LanguageModel:
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.cache_dir = cache_dir
+        self.structured_output = structured_output
+        self.transport = transport
         self.extra = extra
         self.usage = Usage()
         self.usage_by_role: dict[str, Usage] = {}
         self._succeeded = 0
-        self._semaphores: dict[int, asyncio.Semaphore] = {}
+        self.limiter = AdaptiveLimiter(concurrency)
+        self.structured = StructuredOutput(structured_output, owner)
         self._cache = None
         if self.is_local:
             local_model_path(model, model_path)  # a wrong path or name is a user error now, not 0 reward later
-            self._backend = _LocalBackend(self)
+            self._transport = LocalTransport(self)
+        elif transport == "http" or (transport == "auto" and http.serves(model)):
+            self._transport = http.HTTPTransport(self)
         else:
-            self._backend = _LiteLLMBackend(self)
+            self._transport = LiteLLMTransport(self)
 
     @property
     def is_local(self) -> bool:
@@ -155,6 +176,8 @@ class LanguageModel:
             "n_ctx": self.n_ctx,
             "n_threads": self.n_threads,
             "cache_dir": self.cache_dir,
+            "structured_output": self.structured_output,
+            "transport": self.transport,
         }
         config.update(self._public_extra())
         return config
@@ -189,13 +212,6 @@ class LanguageModel:
     def __repr__(self) -> str:
         return f"LanguageModel(model={self.model!r})"
 
-    def _semaphore(self) -> asyncio.Semaphore:
-        # One semaphore per running event loop: each `asyncio.run` gets its own.
-        loop_id = id(asyncio.get_running_loop())
-        if loop_id not in self._semaphores:
-            self._semaphores = {loop_id: asyncio.Semaphore(self.concurrency)}
-        return self._semaphores[loop_id]
-
     def _cache_store(self):
         if self.cache_dir and self._cache is None:
             import diskcache
@@ -212,36 +228,39 @@ class LanguageModel:
         self, messages: list[dict], output_model: type[pydantic.BaseModel], seed: int | None = None
     ) -> pydantic.BaseModel:
         """Ask for a JSON object following `output_model`'s schema; return it validated."""
-        schema = output_model.model_json_schema()
+        schema = schema_of(output_model)
         cache = self._cache_store()
         key = self._cache_key(messages, schema, seed) if cache is not None else None
         if cache is not None and key in cache:
             self._account(cache_hits=1)
             return output_model.model_validate_json(cache[key])
 
-        async with self._semaphore():
-            start = time.perf_counter()
-            try:
-                completion = await self._backend.complete(messages, output_model, schema, seed)
-            except UserError:  # unreachable endpoint, bad key, missing model file: stop, do not score 0
-                raise
-            except Exception as error:  # noqa: BLE001 - any other backend error is a failed prediction
-                self._account(calls=1, failures=1, latency_s=time.perf_counter() - start)
-                if self._succeeded == 0 and not is_transient_error(error):
-                    # Before any success, a non-transient error is a setting that cannot work: stop now
-                    # rather than paying for a whole run of failed predictions.
-                    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                    raise LanguageModelUnavailable(
-                        f"language model '{self.model}' failed on its first call ({type(error).__name__}: "
-                        f"{message[:300]}); check the language_model settings and the provider's API key") from error
-                raise PredictionError(f"{self.model}: {type(error).__name__}: {error}") from error
+        start = time.perf_counter()
+        try:
+            completion = await self._request(messages, output_model, schema, seed)
+        except UserError:  # bad key, unknown model, missing model file: stop, do not score 0
+            raise
+        except Exception as error:  # noqa: BLE001 - any other transport error is a failed prediction
+            self._account(calls=1, failures=1, latency_s=time.perf_counter() - start)
+            message = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            if self._succeeded == 0 and is_connection_error(error):
+                where = getattr(self._transport, "api_base", None) or self.api_base or "the provider's default endpoint"
+                raise LanguageModelUnavailable(f"cannot reach language model '{self.model}' at {where}; "
+                                               "start the server or fix language_model.api_base") from error
+            if self._succeeded == 0 and not is_retryable(error):
+                # Before any success, a non-transient error is a setting that cannot work: stop now
+                # rather than paying for a whole run of failed predictions.
+                raise LanguageModelUnavailable(
+                    f"language model '{self.model}' failed on its first call ({type(error).__name__}: "
+                    f"{message}); check the language_model settings and the provider's API key") from error
+            raise PredictionError(f"{self.model}: {type(error).__name__}: {message}") from error
         self._account(calls=1, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
                       cost=completion.cost, latency_s=time.perf_counter() - start)
         try:
-            result = output_model.model_validate_json(_strip_fences(completion.text))
+            result = output_model.model_validate_json(strip_fences(completion.text))
         except pydantic.ValidationError as error:
             self._account(failures=1)
-            if completion.completion_tokens >= self.max_tokens:
+            if completion.truncated or completion.completion_tokens >= self.max_tokens:
                 raise PredictionError(f"{self.model}: output cut at max_tokens={self.max_tokens} before the JSON "
                                       "was complete; raise language_model.max_tokens") from None
             raise PredictionError(f"{self.model}: output failed validation: {error.errors()[0]['msg']}") from None
@@ -249,3 +268,32 @@ class LanguageModel:
         if cache is not None:
             cache[key] = result.model_dump_json()
         return result
+
+    async def _request(self, messages, output_model, schema, seed):
+        """One call: attempts with backoff on transient errors (each in a slot of the adaptive
+        window, which is free while waiting), and the structured-output fallback."""
+        async for attempt in retrying(self.num_retries, before_sleep=lambda _: self._account(retries=1)):
+            with attempt:
+                async with self.limiter.slot():
+                    while True:
+                        mode = self.structured.mode
+                        fmt = None if self.is_local else response_format(mode, output_model.__name__, schema)
+                        started = time.perf_counter()
+                        try:
+                            completion = await self._transport.complete(messages, output_model, schema, seed, fmt)
+                        except UserError:
+                            raise
+                        except Exception as error:
+                            self.limiter.on_error(error)
+                            if not self.is_local and self.structured.rejected(mode, error):
+                                continue  # sent again at once in the next mode
+                            raise
+                        self.limiter.on_success(time.perf_counter() - started)
+                        self.structured.confirm(mode)
+                        return completion
+
+
+@functools.lru_cache(maxsize=1024)
+def schema_of(output_model: type[pydantic.BaseModel]) -> dict:
+    """A data model's JSON schema, built once per class (not once per call)."""
+    return output_model.model_json_schema()

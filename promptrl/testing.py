@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Callable
 
-from promptrl.backends import Completion
+from promptrl.engine.transports import Completion
 from promptrl.language_model import LanguageModel
 
 
@@ -23,18 +23,18 @@ class ScriptedLanguageModel(LanguageModel):
         super().__init__(**kwargs)
         self.requests: list[list[dict]] = []
         self._responder, self._delay = responder, delay
-        self._backend = _ScriptedBackend(self, responder, delay)
+        self._transport = _ScriptedTransport(self, responder, delay)
 
     def clone(self, **changes) -> "ScriptedLanguageModel":
         config = {**self.get_config(), **changes}
         return ScriptedLanguageModel(self._responder, self._delay, **config)
 
 
-class _ScriptedBackend:
+class _ScriptedTransport:
     def __init__(self, lm, responder, delay):
         self.lm, self.responder, self.delay = lm, responder, delay
 
-    async def complete(self, messages, output_model, schema, seed) -> Completion:
+    async def complete(self, messages, output_model, schema, seed, response_format=None) -> Completion:
         self.lm.requests.append(messages)
         if self.delay:
             await asyncio.sleep(self.delay(messages))

@@ -1,7 +1,10 @@
 """The training loop behind `program.fit` / `program.evaluate` / `program.predict`.
 
-Examples of a batch run concurrently (bounded by each LM's semaphore); results stay in
-example order, so a reward is always paired with its own prediction by index.
+`predict`/`evaluate` (and validation) stream examples through a window sized from the language
+models' concurrency: a finished example makes room for the next, with no per-batch barrier.
+In `fit`, `batch_size` is the optimizer's step: a training batch runs concurrently, then the
+optimizer sees it. Results stay in example order, so a reward is always paired with its own
+prediction by index.
 """
 
 from __future__ import annotations
@@ -83,14 +86,29 @@ def _check_data(x, y, what: str) -> None:
         raise UserError(f"{what}: x has {len(x)} examples but y has {len(y)}; give one target per example")
 
 
+def stream_window(program) -> int:
+    """Examples in flight: twice the largest LM concurrency, so a program whose examples make
+    several calls (chains, parallel branches) still keeps every model's window full."""
+    return 2 * max((m.concurrency for m in program.language_models), default=4)
+
+
 async def predict(program, x, batch_size: int = 8, seed: int | None = None, callbacks=None) -> list[Prediction]:
+    """Every example's Prediction, in the order of `x`. `batch_size` is kept for the Keras
+    signature; calls stream through the language models' concurrency window instead."""
     callbacks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks, program)
     callbacks.on_test_begin(len(x))
-    results: list[Prediction] = []
-    for start in range(0, len(x), batch_size):
-        indices = list(range(start, min(start + batch_size, len(x))))
-        results += await run_batch(program, [x[i] for i in indices], indices, seed)
-        callbacks.on_test_batch_end(len(results))
+    results: list[Prediction | None] = [None] * len(x)
+    pending = iter(range(len(x)))
+    done = 0
+
+    async def worker():
+        nonlocal done
+        for i in pending:  # shared by the workers: each takes the next example as it frees up
+            results[i] = await _run_one(program, i, x[i], seed, False)
+            done += 1
+            callbacks.on_test_batch_end(done)
+
+    await asyncio.gather(*(worker() for _ in range(min(stream_window(program), len(x)))))
     callbacks.on_test_end()
     return results
 

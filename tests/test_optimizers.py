@@ -37,8 +37,9 @@ def student(good_words=("MAGIC",)):
     return ScriptedLanguageModel(respond, model="student")
 
 
-def teacher(instructions):
-    """Proposes the scripted instructions in turn; critiques are echoed with a tag."""
+def teacher(instructions, num_retries=0):
+    """Proposes the scripted instructions in turn; critiques are echoed with a tag. A scripted
+    exception is one failed call (no retries unless asked)."""
     queue = list(instructions)
 
     def respond(messages, model):
@@ -48,7 +49,7 @@ def teacher(instructions):
                 raise item
             return {"instruction": item}
         return {"critique": "CRITIQUE: " + messages[-1]["content"][:40]}
-    return ScriptedLanguageModel(respond, model="teacher")
+    return ScriptedLanguageModel(respond, model="teacher", num_retries=num_retries)
 
 
 def one_generator_program(lm, instructions="start"):

@@ -1,5 +1,7 @@
-"""The backends behind LanguageModel: the embedded GGUF model in-process (llama-cpp-python) and
-every litellm provider. Each turns (messages, output schema, seed) into a Completion."""
+"""The transports behind LanguageModel besides the lean HTTP one (engine/http.py): the embedded
+GGUF model in-process (llama-cpp-python) and every litellm provider. Each turns one request
+(messages, output schema, seed, response_format) into a Completion; retries, pacing and
+accounting are the caller's (LanguageModel + engine.scheduler), the same for every transport."""
 
 from __future__ import annotations
 
@@ -29,9 +31,10 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
+    truncated: bool = False  # stopped at max_tokens
 
 
-def _strip_fences(text: str) -> str:
+def strip_fences(text: str) -> str:
     """Some providers wrap JSON in markdown fences even in JSON mode."""
     text = text.strip()
     if text.startswith("```"):
@@ -59,7 +62,7 @@ def local_model_path(model: str, model_path: str | None) -> str:
     return str(path)
 
 
-class _LocalBackend:
+class LocalTransport:
     """llama-cpp-python in-process, JSON-schema constrained decoding.
 
     A llama.cpp context is not thread-safe: calls on one model file are serialized by a lock,
@@ -100,36 +103,17 @@ class _LocalBackend:
                 seed=seed,
             )
         usage = response.get("usage") or {}
+        choice = response["choices"][0]
         return Completion(
-            text=response["choices"][0]["message"]["content"] or "",
+            text=choice["message"]["content"] or "",
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
+            truncated=choice.get("finish_reason") == "length",
         )
 
-    async def complete(self, messages, output_model, schema, seed) -> Completion:
+    async def complete(self, messages, output_model, schema, seed, response_format=None) -> Completion:
+        # The schema is always enforced by a grammar here: response_format does not apply.
         return await asyncio.to_thread(self._complete_sync, messages, schema, seed)
-
-
-_TRANSIENT = ("Timeout", "RateLimit", "ServiceUnavailable", "InternalServer", "APIError", "BadGateway")
-
-
-def is_transient_error(error: BaseException) -> bool:
-    """An error that may pass on the next call (timeouts, rate limits, 5xx), as opposed to a
-    setting that can never work (unknown provider, missing key, unreadable model file)."""
-    return any(t in type(error).__name__ for t in _TRANSIENT) and not _is_connection_error(error)
-
-
-def _is_connection_error(error: BaseException) -> bool:
-    """litellm reports a refused connection as APIConnectionError or as InternalServerError
-    ("Connection error"), depending on the provider: look through the exception chain."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        name = type(error).__name__
-        if "ConnectError" in name or "ConnectionError" in name or "Connection error" in str(error):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def _quiet_litellm(litellm) -> None:
@@ -142,36 +126,22 @@ def _quiet_litellm(litellm) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-class _LiteLLMBackend:
-    """Any litellm provider. Structured output with the JSON schema where the provider
-    supports it, JSON mode + validation otherwise. Retries/backoff are litellm's."""
+class LiteLLMTransport:
+    """Any litellm provider (ollama, Anthropic, Bedrock, ...). One attempt per call: retries are
+    the caller's, so they are the same on every transport."""
 
     def __init__(self, lm: "LanguageModel"):
         self.lm = lm
-        self._supports_schema: bool | None = None
 
-    async def complete(self, messages, output_model, schema, seed) -> Completion:
+    async def complete(self, messages, output_model, schema, seed, response_format=None) -> Completion:
         import litellm
 
         _quiet_litellm(litellm)
         lm = self.lm
-        if self._supports_schema is None:
-            try:
-                self._supports_schema = bool(litellm.supports_response_schema(model=lm.model))
-            except Exception:  # noqa: BLE001 - unknown to litellm's map: use JSON mode
-                self._supports_schema = False
-        response_format = output_model if self._supports_schema else {"type": "json_object"}
-        kwargs = dict(
-            model=lm.model,
-            messages=messages,
-            temperature=lm.temperature,
-            max_tokens=lm.max_tokens,
-            timeout=lm.timeout,
-            num_retries=lm.num_retries,
-            response_format=response_format,
-            drop_params=True,
-            **lm.extra,
-        )
+        kwargs = dict(model=lm.model, messages=messages, temperature=lm.temperature, max_tokens=lm.max_tokens,
+                      timeout=lm.timeout, num_retries=0, max_retries=0, drop_params=True, **lm.extra)
+        if response_format is not None:
+            kwargs["response_format"] = response_format
         if seed is not None:
             kwargs["seed"] = seed
         if lm.api_base:
@@ -185,22 +155,16 @@ class _LiteLLMBackend:
                 f"language model '{lm.model}' refused the request ({type(error).__name__}); "
                 "check the model name and the provider's API key variable (e.g. OPENAI_API_KEY)"
             ) from None
-        except Exception as error:
-            if lm._succeeded == 0 and _is_connection_error(error):
-                where = lm.api_base or "the provider's default endpoint"
-                raise LanguageModelUnavailable(
-                    f"cannot reach language model '{lm.model}' at {where}; "
-                    "start the server or fix language_model.api_base"
-                ) from error
-            raise
         try:
             cost = float(litellm.completion_cost(completion_response=response) or 0.0)
         except Exception:  # noqa: BLE001 - no price known for this model
             cost = 0.0
         usage = getattr(response, "usage", None)
+        choice = response.choices[0]
         return Completion(
-            text=response.choices[0].message.content or "",
+            text=choice.message.content or "",
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
             cost=cost,
+            truncated=getattr(choice, "finish_reason", None) == "length",
         )

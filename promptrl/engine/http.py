@@ -1,0 +1,149 @@
+"""The lean transport for OpenAI-compatible endpoints (OpenAI, vLLM, ollama's /v1, llama.cpp's
+server, LM Studio, any `api_base`): one aiohttp session per event loop, the request body built
+from ready parts, the reply parsed as plain JSON, the price looked up once.
+
+aiohttp was chosen by measurement (bench/engine.py): on a 50 ms mock at 32 calls in flight it spent
+~0.8 ms of client CPU per call against ~5 ms for httpx, whose efficiency fell to 0.3 there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import TYPE_CHECKING
+
+from promptrl.engine.prices import price_per_token
+from promptrl.engine.transports import Completion
+from promptrl.errors import LanguageModelUnavailable, UserError
+
+if TYPE_CHECKING:
+    from promptrl.language_model import LanguageModel
+
+# provider prefix -> (default base URL, base URL variables, key variables)
+PROVIDERS = {
+    "openai": ("https://api.openai.com/v1", ("OPENAI_BASE_URL", "OPENAI_API_BASE"), ("OPENAI_API_KEY",)),
+    "hosted_vllm": (None, ("HOSTED_VLLM_API_BASE",), ("HOSTED_VLLM_API_KEY",)),
+    "lm_studio": ("http://localhost:1234/v1", ("LM_STUDIO_API_BASE",), ("LM_STUDIO_API_KEY",)),
+    "openai_compatible": (None, (), ()),
+}
+# Extra settings that go into the request body as they are; headers go to the headers.
+_HEADER_KEYS = ("extra_headers", "headers")
+
+
+def serves(model: str) -> bool:
+    return model.split("/", 1)[0] in PROVIDERS and "/" in model
+
+
+class HTTPStatusError(Exception):
+    def __init__(self, status: int, message: str, retry_after: str | None = None):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status_code = status
+        self.retry_after = retry_after
+
+
+# Class names follow litellm's, so one classification (engine.scheduler) serves both transports.
+class BadRequestError(HTTPStatusError): ...
+class RateLimitError(HTTPStatusError): ...
+class InternalServerError(HTTPStatusError): ...
+class ServiceUnavailableError(HTTPStatusError): ...
+class BadGatewayError(HTTPStatusError): ...
+class APITimeoutError(Exception): ...
+class APIConnectionError(Exception): ...
+
+
+def _error_for(status: int, message: str, retry_after: str | None) -> HTTPStatusError:
+    cls = {429: RateLimitError, 502: BadGatewayError, 503: ServiceUnavailableError,
+           504: ServiceUnavailableError}.get(status)
+    if cls is None:
+        cls = InternalServerError if status >= 500 else BadRequestError
+    return cls(status, message, retry_after)
+
+
+class HTTPTransport:
+    def __init__(self, lm: "LanguageModel"):
+        self.lm = lm
+        provider, _, self.model_name = lm.model.partition("/")
+        default_base, base_vars, key_vars = PROVIDERS[provider]
+        base = lm.api_base or next((os.environ[v] for v in base_vars if os.environ.get(v)), None) or default_base
+        if not base:
+            raise UserError(f"language model '{lm.model}' needs an endpoint; set language_model.api_base=http://HOST:PORT/v1")
+        self.api_base = base.rstrip("/")
+        self.url = self.api_base + "/chat/completions"
+        key = lm.api_key or next((os.environ[v] for v in key_vars if os.environ.get(v)), None)
+        self.headers = {"Content-Type": "application/json"}
+        if key:
+            self.headers["Authorization"] = f"Bearer {key}"
+        self.body = {"model": self.model_name, "temperature": lm.temperature, "max_tokens": lm.max_tokens}
+        for name, value in lm.extra.items():
+            if name in _HEADER_KEYS:
+                self.headers.update({str(k): str(v) for k, v in (value or {}).items()})
+            elif name == "extra_body":
+                self.body.update(value or {})
+            else:
+                self.body[name] = value
+        self.input_price, self.output_price = price_per_token(lm.model)
+        self._sessions: dict[int, tuple] = {}
+
+    async def _session(self):
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        entry = self._sessions.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.lm.concurrency, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(total=self.lm.timeout), json_serialize=json.dumps)
+            keeper = _close_at_loop_end(session)
+            await keeper.__anext__()
+            self._sessions = {id(loop): (loop, session, keeper)}  # sessions of finished loops are closed
+            entry = self._sessions[id(loop)]
+        return entry[1]
+
+    async def complete(self, messages, output_model, schema, seed, response_format) -> Completion:
+        import aiohttp
+
+        body = {**self.body, "messages": messages}
+        if response_format is not None:
+            body["response_format"] = response_format
+        if seed is not None:
+            body["seed"] = seed
+        session = await self._session()
+        try:
+            async with session.post(self.url, data=json.dumps(body), headers=self.headers) as response:
+                raw = await response.read()
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except asyncio.TimeoutError as error:
+            raise APITimeoutError(f"no reply within timeout={self.lm.timeout}s") from error
+        except aiohttp.ClientConnectorError as error:
+            raise APIConnectionError(f"Connection error: {error}") from error
+        except (aiohttp.ClientError, ConnectionError) as error:  # reset, server disconnected
+            raise APIConnectionError(f"Connection error: {type(error).__name__}: {error}") from error
+        if status >= 400:
+            message = raw.decode("utf-8", "replace").strip()[:300]
+            if status in (401, 403, 404):
+                raise LanguageModelUnavailable(
+                    f"language model '{self.lm.model}' at {self.api_base} refused the request (HTTP {status}: "
+                    f"{message[:120]}); check the model name, the api_base and the API key variable")
+            raise _error_for(status, message, retry_after)
+        try:
+            data = json.loads(raw)
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError) as error:
+            raise BadRequestError(status, f"reply is not a chat completion ({type(error).__name__})") from None
+        usage = data.get("usage") or {}
+        prompt_tokens, completion_tokens = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+        return Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                          cost=prompt_tokens * self.input_price + completion_tokens * self.output_price,
+                          truncated=choice.get("finish_reason") == "length")
+
+
+async def _close_at_loop_end(session):
+    """An async generator left suspended: `asyncio.run` closes it at shutdown, which closes the
+    session cleanly on its own loop (no 'Unclosed client session' warnings)."""
+    try:
+        yield
+    finally:
+        await session.close()

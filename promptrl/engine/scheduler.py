@@ -1,0 +1,145 @@
+"""Pacing calls: retries with backoff (tenacity) and an adaptive window of calls in flight.
+
+One retry policy and one error classification serve every transport, so a timeout, a 429 or a
+5xx is handled and accounted the same whether the call went through litellm or the lean client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+_TRANSIENT = ("Timeout", "RateLimit", "ServiceUnavailable", "InternalServer", "APIError", "BadGateway")
+_OVERLOAD = ("Timeout", "RateLimit", "ServiceUnavailable")
+MAX_WAIT_S = 60.0
+
+
+def is_connection_error(error: BaseException | None) -> bool:
+    """A refused or reset connection, whatever wraps it (litellm reports it as APIConnectionError or
+    InternalServerError("Connection error") depending on the provider): look through the chain."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        name = type(error).__name__
+        if "ConnectError" in name or "ConnectionError" in name or "Connection error" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def is_transient_error(error: BaseException) -> bool:
+    """An error that may pass on the next call (timeouts, rate limits, 5xx), as opposed to a
+    setting that can never work (unknown provider, missing key, unreadable model file)."""
+    return any(t in type(error).__name__ for t in _TRANSIENT) and not is_connection_error(error)
+
+
+def is_retryable(error: BaseException) -> bool:
+    return is_transient_error(error) or is_connection_error(error)
+
+
+def retry_after(error: BaseException | None) -> float | None:
+    """The server's Retry-After (seconds), from our own errors or from litellm's."""
+    value = getattr(error, "retry_after", None)
+    if value is None:
+        for holder in (getattr(error, "response", None), error):
+            headers = getattr(holder, "headers", None) or getattr(holder, "litellm_response_headers", None)
+            if headers is not None:
+                try:
+                    value = headers.get("retry-after") or headers.get("Retry-After")
+                except AttributeError:
+                    value = None
+            if value is not None:
+                break
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def backoff(attempt: int, error: BaseException | None) -> float:
+    """Retry-After when the server gives one, else exponential backoff with jitter."""
+    given = retry_after(error)
+    if given is not None:
+        return min(given, MAX_WAIT_S)
+    return min(MAX_WAIT_S, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+
+
+def retrying(num_retries: int, before_sleep=None) -> AsyncRetrying:
+    return AsyncRetrying(
+        stop=stop_after_attempt(num_retries + 1),
+        retry=retry_if_exception(is_retryable),
+        wait=lambda state: backoff(state.attempt_number, state.outcome.exception()),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
+def is_overload(error: BaseException) -> bool:
+    return any(t in type(error).__name__ for t in _OVERLOAD) or retry_after(error) is not None
+
+
+class AdaptiveLimiter:
+    """A window of calls in flight that grows by one per window of successes and halves on
+    overload (429, 503, timeouts, Retry-After) - AIMD, as TCP does - between 1 and `maximum`."""
+
+    def __init__(self, maximum: int):
+        self.maximum = maximum
+        self.limit = float(maximum)
+        self.in_flight = 0
+        self.peak = 0  # most calls in flight at once
+        self.lowest = maximum
+        self.decreases = 0
+        self._paused_until = 0.0
+        self._last_decrease = 0.0
+        self._latency = 0.0  # moving average of successful call latency (s)
+        self._conditions: dict[int, asyncio.Condition] = {}
+
+    def _condition(self) -> asyncio.Condition:
+        loop_id = id(asyncio.get_running_loop())  # one per event loop: each asyncio.run gets its own
+        if loop_id not in self._conditions:
+            self._conditions = {loop_id: asyncio.Condition()}
+        return self._conditions[loop_id]
+
+    @contextlib.asynccontextmanager
+    async def slot(self):
+        condition = self._condition()
+        async with condition:
+            await condition.wait_for(lambda: self.in_flight < max(1, int(self.limit)))
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            pause = self._paused_until - time.monotonic()
+            if pause > 0:  # the server asked for a break (Retry-After)
+                await asyncio.sleep(pause)
+            yield
+        finally:
+            async with condition:
+                self.in_flight -= 1
+                condition.notify(max(1, int(self.limit) - self.in_flight))  # wake only those who may go
+
+    def on_success(self, latency: float) -> None:
+        self._latency = latency if not self._latency else 0.9 * self._latency + 0.1 * latency
+        if self.limit < self.maximum:
+            self.limit = min(self.maximum, self.limit + 1.0 / self.limit)
+
+    def on_error(self, error: BaseException) -> None:
+        if not is_overload(error):
+            return
+        now = time.monotonic()
+        given = retry_after(error)
+        if given:
+            self._paused_until = max(self._paused_until, now + min(given, MAX_WAIT_S))
+        # Halve at most once per typical call duration: a burst of 429s is one congestion signal.
+        if now - self._last_decrease >= max(self._latency, 0.05):
+            self.limit = max(1.0, self.limit / 2)
+            self.lowest = min(self.lowest, int(self.limit))
+            self.decreases += 1
+            self._last_decrease = now
+
+    def report(self) -> dict:
+        return {"maximum": self.maximum, "peak_in_flight": self.peak, "lowest_limit": self.lowest,
+                "final_limit": int(self.limit), "decreases": self.decreases}

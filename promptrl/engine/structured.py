@@ -1,0 +1,94 @@
+"""How a call asks for JSON that follows the output schema, per endpoint.
+
+Modes (`language_model.structured_output`):
+- `json_schema`         OpenAI's form: response_format {"type": "json_schema", "json_schema": {...}}
+                        (OpenAI, vLLM, ollama's /v1 and, through litellm, ollama's `format`)
+- `json_object_schema`  {"type": "json_object", "schema": ...} (llama.cpp servers, llama-cpp-python)
+- `json_object`         JSON mode; the schema is only in the prompt
+- `none`                no response_format; the reply is validated all the same
+- `auto` (default)      starts with json_schema and, when a server rejects a form before any call
+                        in it succeeded, falls back along the list above - once, logged, reported
+                        in usage.json - and keeps the mode that works for the rest of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+MODES = ("json_schema", "json_object_schema", "json_object", "none")
+SETTING = ("auto", *MODES)
+# Status codes with which servers turn down a response_format they do not know.
+_REJECTION_STATUS = (400, 404, 415, 422, 500, 501)
+
+log = logging.getLogger("promptrl")
+
+
+def response_format(mode: str, name: str, schema: dict) -> dict | None:
+    if mode == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": name[:64] or "output", "schema": schema,
+                                                       "strict": is_strict_schema(schema)}}
+    if mode == "json_object_schema":
+        return {"type": "json_object", "schema": schema}
+    if mode == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def is_strict_schema(schema: dict) -> bool:
+    """OpenAI's strict mode needs every property required and no extra properties, at every level."""
+    def strict(node) -> bool:
+        if isinstance(node, dict):
+            if node.get("type") == "object" or "properties" in node:
+                properties = node.get("properties", {})
+                if node.get("additionalProperties", True) is not False or set(node.get("required", [])) != set(properties):
+                    return False
+            return all(strict(v) for v in node.values())
+        if isinstance(node, list):
+            return all(strict(v) for v in node)
+        return True
+
+    return strict(schema)
+
+
+def status_of(error: BaseException) -> int | None:
+    for name in ("status_code", "status"):
+        value = getattr(error, name, None)
+        if isinstance(value, int):
+            return value
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None) if response is not None else None
+
+
+class StructuredOutput:
+    """The mode a language model uses now, and its fallback when a server rejects it."""
+
+    def __init__(self, setting: str, owner: str):
+        self.setting = setting
+        self.owner = owner
+        self.mode = "json_schema" if setting == "auto" else setting
+        self.confirmed = setting != "auto"  # a fixed mode never falls back
+        self.fallbacks: list[dict] = []
+        self._lock = threading.Lock()
+
+    def confirm(self, mode: str) -> None:
+        if mode == self.mode:
+            self.confirmed = True
+
+    def rejected(self, mode: str, error: BaseException) -> bool:
+        """True when the call should be sent again in the (new) current mode: the server turned
+        down `mode` before it ever worked."""
+        with self._lock:
+            if mode != self.mode:  # another call in flight already moved on
+                return True
+            if self.confirmed or status_of(error) not in _REJECTION_STATUS or mode == MODES[-1]:
+                return False
+            self.mode = MODES[MODES.index(mode) + 1]
+            reason = f"HTTP {status_of(error)}: {str(error).strip().splitlines()[0][:160] if str(error).strip() else ''}"
+            self.fallbacks.append({"from": mode, "to": self.mode, "reason": reason})
+            log.warning("%s: the server rejected structured output '%s' (%s); using '%s' from now on",
+                        self.owner, mode, reason, self.mode)
+            return True
+
+    def report(self) -> dict:
+        return {"setting": self.setting, "mode": self.mode, "fallbacks": list(self.fallbacks)}
