@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Recorder:
+    """What the server received, and its script: `actions` are used one per request, in order
+    ({"status": 429, "headers": {...}}, {"sleep": s}, {"content": "text"}, {"reset": True});
+    `rejected_formats` are response_format types answered with HTTP 422, as servers that do not
+    know them do; `delay(text)` delays a reply by its question."""
+
     def __init__(self):
         self.requests: list[dict] = []
         self.fail_first = 0
+        self.actions: list[dict] = []
+        self.rejected_formats: set[str] = set()
+        self.delay = None
 
 
 def _handler(recorder: Recorder):
@@ -20,13 +29,31 @@ def _handler(recorder: Recorder):
         def do_POST(self):  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             recorder.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+            action = recorder.actions.pop(0) if recorder.actions else {}
             if recorder.fail_first > 0:
                 recorder.fail_first -= 1
-                self.send_response(503)
+                action = {"status": 503}
+            if (body.get("response_format") or {}).get("type") in recorder.rejected_formats:
+                action = {"status": 422, "body": "response_format: unsupported type"}
+            if action.get("reset"):
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            if "sleep" in action:
+                time.sleep(action["sleep"])
+            if "status" in action:
+                data = action.get("body", "scripted failure").encode()
+                self.send_response(action["status"])
+                for key, value in action.get("headers", {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                self.wfile.write(data)
                 return
             text = json.loads(body["messages"][-1]["content"]).get("text", "")
-            content = json.dumps({"answer": "positive" if "great" in text else "negative"})
+            if recorder.delay:
+                time.sleep(recorder.delay(text))
+            content = action.get("content", json.dumps({"answer": "positive" if "great" in text else "negative"}))
             reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                      "choices": [{"index": 0, "finish_reason": "stop",
                                   "message": {"role": "assistant", "content": content}}],
@@ -55,3 +82,14 @@ def fake_openai_server():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def sentiment_program(lm):
+    """A one-Generator program of the offline sentiment task (the server above answers it)."""
+    import promptrl
+
+    dataset = promptrl.datasets.load("sentiment", seed=0)
+    x0 = promptrl.Input(dataset.input_data_model)
+    program = promptrl.Program(x0, promptrl.Generator(dataset.output_data_model, lm)(x0))
+    program.compile(reward=promptrl.rewards.ExactMatch(in_mask=["answer"]))
+    return program, dataset

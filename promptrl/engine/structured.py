@@ -14,12 +14,16 @@ Modes (`language_model.structured_output`):
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 MODES = ("json_schema", "json_object_schema", "json_object", "none")
 SETTING = ("auto", *MODES)
-# Status codes with which servers turn down a response_format they do not know.
-_REJECTION_STATUS = (400, 404, 415, 422, 500, 501)
+# How servers turn down a response_format they do not know: one of these statuses (llama-cpp-python's
+# server answers 500 to a request it cannot validate) with a message about the format - so a transient
+# 500 or a per-request 400 (context length) never changes the mode.
+_REJECTION_STATUS = (400, 415, 422, 500, 501)
+_ABOUT_FORMAT = re.compile(r"response_format|json_schema|json_object|schema|format", re.IGNORECASE)
 
 log = logging.getLogger("promptrl")
 
@@ -81,10 +85,12 @@ class StructuredOutput:
         with self._lock:
             if mode != self.mode:  # another call in flight already moved on
                 return True
-            if self.confirmed or status_of(error) not in _REJECTION_STATUS or mode == MODES[-1]:
+            message = " ".join(str(error).split())
+            if (self.confirmed or mode == MODES[-1] or status_of(error) not in _REJECTION_STATUS
+                    or not _ABOUT_FORMAT.search(message)):
                 return False
             self.mode = MODES[MODES.index(mode) + 1]
-            reason = f"HTTP {status_of(error)}: {str(error).strip().splitlines()[0][:160] if str(error).strip() else ''}"
+            reason = message[:200] if message.startswith("HTTP") else f"HTTP {status_of(error)}: {message[:200]}"
             self.fallbacks.append({"from": mode, "to": self.mode, "reason": reason})
             log.warning("%s: the server rejected structured output '%s' (%s); using '%s' from now on",
                         self.owner, mode, reason, self.mode)

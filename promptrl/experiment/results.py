@@ -50,6 +50,9 @@ def usage_report(language_models: dict, started: float, embedding_models=()) -> 
     for role, lm in language_models.items():
         if lm is not None:
             entry = {"model": lm.model, **lm.usage.to_dict()}
+            if not lm.is_local:  # how the schema was asked for, and the window of calls in flight
+                entry["structured_output"] = lm.structured.report()
+            entry["concurrency"] = lm.limiter.report()
             if lm.usage_by_role:  # e.g. program calls an optimizer made to score its candidates
                 entry["of_which"] = {r: u.to_dict() for r, u in lm.usage_by_role.items()}
             report["language_models"][role] = entry

@@ -1,0 +1,193 @@
+"""The provider call path against a scripted OpenAI-compatible server on loopback: structured
+output modes and their fallback, retries and Retry-After, timeouts, error classes, the adaptive
+window, streaming order, and the same accounting on the lean and the litellm transport."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from promptrl import LanguageModel
+from promptrl.errors import LanguageModelUnavailable
+
+from fake_openai import fake_openai_server, sentiment_program
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    with fake_openai_server() as served:
+        yield served
+
+
+def predict(lm, texts, **kwargs):
+    program, dataset = sentiment_program(lm)
+    return asyncio.run(program.predict([dataset.input_data_model(text=t) for t in texts], **kwargs))
+
+
+def evaluate(lm, texts):
+    program, dataset = sentiment_program(lm)
+    x = [dataset.input_data_model(text=t) for t in texts]
+    y = [dataset.output_data_model(answer="positive" if "great" in t else "negative") for t in texts]
+    logs, predictions = asyncio.run(_evaluate(program, x, y))
+    return logs, predictions
+
+
+async def _evaluate(program, x, y):
+    from promptrl.trainer import evaluate as run
+
+    return await run(program, x, y, return_predictions=True)
+
+
+def openai_lm(url, **settings):
+    settings.setdefault("num_retries", 0)
+    return LanguageModel("openai/gpt-4o-mini", api_base=url, **settings)
+
+
+def test_the_schema_is_sent_in_openais_strict_form(server):
+    url, recorder = server
+    lm = openai_lm(url)
+    assert type(lm._transport).__name__ == "HTTPTransport"  # an api_base: the lean transport
+    assert [o.answer for o in predict(lm, ["a great day", "a dull day"])] == ["positive", "negative"]
+    fmt = recorder.requests[0]["body"]["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+    assert fmt["json_schema"]["schema"]["properties"]["answer"]["enum"] == ["positive", "negative"]
+    assert lm.structured.report() == {"setting": "auto", "mode": "json_schema", "fallbacks": []}
+
+
+def test_a_server_that_rejects_json_schema_gets_the_llama_cpp_form_once(server, caplog):
+    url, recorder = server
+    recorder.rejected_formats = {"json_schema"}
+    lm = openai_lm(url, concurrency=4)
+    with caplog.at_level(logging.WARNING, logger="promptrl"):
+        logs, predictions = evaluate(lm, ["great", "dull", "great fun", "dull film", "great", "bad"])
+    assert logs["reward"] == 1.0 and logs["failures"] == 0 and lm.usage.failures == 0
+    assert lm.structured.mode == "json_object_schema" and len(lm.structured.fallbacks) == 1
+    assert sum("rejected structured output" in r.message for r in caplog.records) == 1
+    last = recorder.requests[-1]["body"]["response_format"]
+    assert last["type"] == "json_object" and last["schema"]["properties"]["answer"]["enum"] == ["positive", "negative"]
+    assert lm.usage.calls == 6  # a rejected form is not a prediction
+
+
+def test_fallback_goes_down_to_prompt_only(server):
+    url, recorder = server
+    recorder.rejected_formats = {"json_schema", "json_object"}
+    lm = openai_lm(url)
+    assert predict(lm, ["great"])[0].answer == "positive"
+    assert [f["to"] for f in lm.structured.fallbacks] == ["json_object_schema", "json_object", "none"]
+    assert "response_format" not in recorder.requests[-1]["body"]
+
+
+def test_a_fixed_mode_never_falls_back(server):
+    url, recorder = server
+    recorder.rejected_formats = {"json_schema"}
+    lm = openai_lm(url, structured_output="json_schema")
+    with pytest.raises(LanguageModelUnavailable, match="HTTP 422"):
+        predict(lm, ["great"])
+    assert len(recorder.requests) == 1
+
+
+def test_a_429_is_retried_after_the_servers_retry_after(server):
+    url, recorder = server
+    recorder.actions = [{"status": 429, "headers": {"Retry-After": "0.4"}}]
+    lm = openai_lm(url, num_retries=2)
+    started = time.perf_counter()
+    assert predict(lm, ["great"])[0].answer == "positive"
+    assert time.perf_counter() - started >= 0.4
+    assert len(recorder.requests) == 2
+    assert (lm.usage.calls, lm.usage.retries, lm.usage.failures) == (1, 1, 0)
+    assert lm.limiter.decreases == 1
+
+
+def test_a_timeout_is_a_failed_prediction_not_a_stop(server):
+    url, recorder = server
+    recorder.actions = [{}, {"sleep": 1.5}]
+    lm = openai_lm(url, timeout=0.5, concurrency=1)
+    predictions = predict(lm, ["great", "dull", "great"])
+    assert [p is None for p in predictions] == [False, True, False]
+    assert lm.usage.failures == 1 and lm.usage.calls == 3
+
+
+def test_error_classes(server):
+    url, recorder = server
+    recorder.actions = [{"status": 401, "body": "invalid api key"}]
+    with pytest.raises(LanguageModelUnavailable, match="HTTP 401"):
+        predict(openai_lm(url), ["great"])
+    # a 400 for one request after the model has worked: that example fails, the run goes on, no retry
+    recorder.actions, recorder.requests = [{}, {"status": 400, "body": "context length exceeded"}], []
+    lm = openai_lm(url, num_retries=3, concurrency=1)
+    predictions = predict(lm, ["great", "dull", "great"])
+    assert [p is None for p in predictions] == [False, True, False] and len(recorder.requests) == 3
+    assert lm.usage.retries == 0
+
+
+def test_invalid_json_is_a_failed_prediction(server):
+    url, recorder = server
+    recorder.actions = [{}, {"content": "I think it is positive"}]
+    lm = openai_lm(url, concurrency=1)
+    predictions = predict(lm, ["great", "dull"])
+    assert predictions[1] is None and lm.usage.failures == 1 and lm.usage.calls == 2
+
+
+def test_a_reset_connection_is_retried(server):
+    url, recorder = server
+    recorder.actions = [{"reset": True}]
+    lm = openai_lm(url, num_retries=1)
+    assert predict(lm, ["great"])[0].answer == "positive"
+    assert lm.usage.retries == 1 and lm.usage.failures == 0
+
+
+def test_accounting_is_the_same_on_both_transports(server):
+    url, recorder = server
+    usages = {}
+    for transport in ("http", "litellm"):
+        recorder.actions = [{}, {"status": 503}, {}, {"content": "not json"}]
+        lm = openai_lm(url, transport=transport, num_retries=1, concurrency=1)
+        predict(lm, ["great", "dull", "great fun", "so dull"])
+        usage = lm.usage.to_dict()
+        usage.pop("latency_s")
+        usages[transport] = usage
+    assert usages["http"] == usages["litellm"]
+    assert usages["http"]["calls"] == 4 and usages["http"]["retries"] == 1 and usages["http"]["failures"] == 1
+    assert usages["http"]["cost"] > 0  # priced from the same table
+
+
+def test_results_keep_example_order_and_stream_without_batch_barriers(server):
+    url, recorder = server
+    in_flight_when_slow_one_answers = []
+
+    def delay(text):
+        if text == "slow great":
+            time.sleep(0.6)
+            in_flight_when_slow_one_answers.append(len(recorder.requests))
+        return 0.0
+
+    recorder.delay = delay
+    lm = openai_lm(url, concurrency=4)
+    texts = ["slow great"] + [f"dull {i}" if i % 2 else f"great {i}" for i in range(1, 12)]
+    outputs = predict(lm, texts, batch_size=2)
+    assert [o.answer for o in outputs] == ["positive" if "great" in t else "negative" for t in texts]
+    # All other examples went through while the first was still being answered: no batch waited for it.
+    assert in_flight_when_slow_one_answers == [len(texts)]
+
+
+def test_the_window_halves_on_overload_and_recovers(server):
+    url, recorder = server
+    recorder.actions = [{"status": 429, "headers": {"Retry-After": "0.1"}} for _ in range(8)]
+    lm = openai_lm(url, concurrency=8, num_retries=3)
+    outputs = predict(lm, [f"great {i}" for i in range(40)])
+    assert all(o is not None for o in outputs)
+    report = lm.limiter.report()
+    assert report["maximum"] == 8 and report["peak_in_flight"] <= 8
+    assert report["decreases"] >= 1 and report["lowest_limit"] <= 4
+
+
+def test_a_transient_500_at_the_start_does_not_change_the_mode(server):
+    url, recorder = server
+    recorder.actions = [{"status": 500, "body": "upstream overloaded"}]
+    lm = openai_lm(url, num_retries=1)
+    assert predict(lm, ["great"])[0].answer == "positive"
+    assert lm.structured.mode == "json_schema" and lm.structured.fallbacks == [] and lm.usage.retries == 1
