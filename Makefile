@@ -9,7 +9,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 # litellm: use the bundled model price map instead of downloading it at import.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install install-ray install-optuna train seed-script test test-fast bench clean
+.PHONY: help install install-ray install-optuna train seed-script test test-fast bench bench-engine clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ test-fast: install  ## unit tests only (scripted LM)
 
 bench: install  ## benchmarks (print ratios)
 	$(BIN)/python bench/bench_local_lm.py
+
+bench-engine: install  ## provider call path vs bare HTTP clients on a 50 ms mock (writes bench/results/engine.md)
+	$(BIN)/python bench/engine.py --repeat 2
 
 clean:  ## remove the venv and outputs
 	rm -rf $(VENV) outputs

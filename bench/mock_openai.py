@@ -1,51 +1,55 @@
 """A stdlib OpenAI-compatible mock server for benchmarks: every chat completion is answered after
-exactly DELAY seconds with a JSON object that fits the asked schema's first field.
+exactly DELAY seconds with a small JSON object.
 
     python bench/mock_openai.py --port 0 --delay 0.05     # prints "listening on PORT"
 
-Loopback only. Runs in its own process so the client under test has the other core to itself.
+asyncio, not a thread per connection, so 128 connections in flight cost the server little and the
+benchmark measures the client. Keep-alive HTTP/1.1, loopback only. Run it in its own process so
+the client under test has the other core to itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import socketserver
-import sys
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024
 
 
 def make_handler(delay: float):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, as real servers
-        disable_nagle_algorithm = True  # else headers and body in two writes wait on delayed ACKs (40 ms)
-
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            time.sleep(delay)
-            question = body["messages"][-1]["content"]
-            content = json.dumps({"answer": question[-12:]})
-            reply = json.dumps({
-                "id": "mock", "object": "chat.completion", "created": 0, "model": body.get("model", "mock"),
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
-                "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
-            }).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args):
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = json.loads(await reader.readexactly(length)) if length else {}
+                await asyncio.sleep(delay)
+                question = str(body.get("messages", [{}])[-1].get("content", ""))
+                reply = json.dumps({
+                    "id": "mock", "object": "chat.completion", "created": 0, "model": body.get("model", "mock"),
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": json.dumps({"answer": question[-12:]})}}],
+                    "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
+                }).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                             + str(len(reply)).encode() + b"\r\n\r\n" + reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        finally:
+            writer.close()
 
-    return Handler
+    return handle
+
+
+async def serve(port: int, delay: float) -> None:
+    server = await asyncio.start_server(make_handler(delay), "127.0.0.1", port, backlog=1024)
+    print(f"listening on {server.sockets[0].getsockname()[1]}", flush=True)
+    async with server:
+        await server.serve_forever()
 
 
 def main() -> None:
@@ -53,14 +57,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.05)
     args = parser.parse_args()
-    socketserver.TCPServer.allow_reuse_address = True
-    server = _Server(("127.0.0.1", args.port), make_handler(args.delay))
-    print(f"listening on {server.server_address[1]}", flush=True)
     try:
-        server.serve_forever()
+        asyncio.run(serve(args.port, args.delay))
     except KeyboardInterrupt:
         pass
-    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Concurrency is bounded by one semaphore per language model (`concurrency`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import functools
@@ -21,8 +22,8 @@ import pydantic
 
 from promptrl.checks import check_number
 from promptrl.engine import http
-from promptrl.engine.scheduler import AdaptiveLimiter, is_connection_error, is_retryable, retrying
-from promptrl.engine.structured import SETTING as STRUCTURED_OUTPUT, StructuredOutput, response_format
+from promptrl.engine.scheduler import AdaptiveLimiter, backoff, is_connection_error, is_retryable, retrying
+from promptrl.engine.structured import SETTING as STRUCTURED_OUTPUT, StructuredOutput
 from promptrl.engine.transports import (
     DEFAULT_LOCAL_MODEL, LiteLLMTransport, LocalTransport, is_local_model, local_model_path, strip_fences,
 )
@@ -270,27 +271,39 @@ class LanguageModel:
         return result
 
     async def _request(self, messages, output_model, schema, seed):
-        """One call: attempts with backoff on transient errors (each in a slot of the adaptive
-        window, which is free while waiting), and the structured-output fallback."""
-        async for attempt in retrying(self.num_retries, before_sleep=lambda _: self._account(retries=1)):
+        """One call: the first attempt directly (the common case costs no retry machinery), then
+        attempts with backoff on transient errors (tenacity). Each attempt holds a slot of the
+        adaptive window, which is free while waiting to retry."""
+        try:
+            return await self._attempt(messages, output_model, schema, seed)
+        except Exception as error:  # noqa: BLE001 - classified right below
+            if self.num_retries == 0 or not is_retryable(error):
+                raise
+            first_error = error
+        self._account(retries=1)
+        await asyncio.sleep(backoff(1, first_error))
+        async for attempt in retrying(self.num_retries - 1, before_sleep=lambda _: self._account(retries=1)):
             with attempt:
-                async with self.limiter.slot():
-                    while True:
-                        mode = self.structured.mode
-                        fmt = None if self.is_local else response_format(mode, output_model.__name__, schema)
-                        started = time.perf_counter()
-                        try:
-                            completion = await self._transport.complete(messages, output_model, schema, seed, fmt)
-                        except UserError:
-                            raise
-                        except Exception as error:
-                            self.limiter.on_error(error)
-                            if not self.is_local and self.structured.rejected(mode, error):
-                                continue  # sent again at once in the next mode
-                            raise
-                        self.limiter.on_success(time.perf_counter() - started)
-                        self.structured.confirm(mode)
-                        return completion
+                return await self._attempt(messages, output_model, schema, seed)
+
+    async def _attempt(self, messages, output_model, schema, seed):
+        async with self.limiter.slot():
+            while True:
+                mode, fmt = self.structured.response_format(output_model.__name__, schema)
+                started = time.perf_counter()
+                try:
+                    completion = await self._transport.complete(messages, output_model, schema, seed,
+                                                                None if self.is_local else fmt)
+                except UserError:
+                    raise
+                except Exception as error:
+                    self.limiter.on_error(error)
+                    if not self.is_local and self.structured.rejected(mode, error):
+                        continue  # sent again at once in the next mode
+                    raise
+                self.limiter.on_success(time.perf_counter() - started)
+                self.structured.confirm(mode)
+                return completion
 
 
 @functools.lru_cache(maxsize=1024)

@@ -15,7 +15,7 @@ from typing import Any
 import pydantic
 
 from promptrl.data_model import DataModel, resolve_data_model
-from promptrl.language_model import LanguageModel
+from promptrl.language_model import LanguageModel, schema_of
 from promptrl.seeding import derive_seed
 
 _names = itertools.count()
@@ -128,11 +128,12 @@ class Generator(Module):
         name: str | None = None,
     ):
         super().__init__(name)
+        self._prefix = None
         self.data_model = resolve_data_model(data_model, "Output")
         self.language_model = language_model
         self.instructions = instructions
         self.initial_instructions = instructions
-        self.examples = list(examples or [])
+        self.examples = examples
 
     @property
     def output_data_model(self):
@@ -143,19 +144,44 @@ class Generator(Module):
         outputs = ", ".join(f"`{f}`" for f in self.output_data_model.model_fields)
         return f"Given the input fields {inputs}, produce the output fields {outputs}."
 
+    # The trainable prompts. Assigning either (optimizers, set_variables) invalidates the rendered prefix.
+    @property
+    def instructions(self) -> str | None:
+        return self._instructions
+
+    @instructions.setter
+    def instructions(self, value: str | None) -> None:
+        self._instructions = value
+        self._prefix = None
+
+    @property
+    def examples(self) -> list[dict]:
+        return self._examples
+
+    @examples.setter
+    def examples(self, value) -> None:
+        self._examples = list(value or [])
+        self._prefix = None
+
+    def _prompt_prefix(self) -> list[dict]:
+        """System prompt and demonstration turns: rendered when the prompts change, not per example."""
+        key = (self._instructions, len(self._examples), id(self.input_data_model))
+        if self._prefix is None or self._prefix[0] != key:
+            schema = json.dumps(schema_of(self.output_data_model), separators=(",", ":"))
+            system = (
+                f"{self._instructions or self.default_instructions()}\n\n"
+                f"Answer with a JSON object that follows this JSON schema:\n{schema}"
+            )
+            messages = [{"role": "system", "content": system}]
+            for example in self._examples:
+                messages.append({"role": "user", "content": _json(example["input"])})
+                messages.append({"role": "assistant", "content": _json(example["output"])})
+            self._prefix = (key, messages)
+        return self._prefix[1]
+
     def render_messages(self, inputs: dict) -> list[dict]:
         """The exact chat messages sent for `inputs` (few-shot examples as previous turns)."""
-        schema = json.dumps(self.output_data_model.model_json_schema(), separators=(",", ":"))
-        system = (
-            f"{self.instructions or self.default_instructions()}\n\n"
-            f"Answer with a JSON object that follows this JSON schema:\n{schema}"
-        )
-        messages = [{"role": "system", "content": system}]
-        for example in self.examples:
-            messages.append({"role": "user", "content": _json(example["input"])})
-            messages.append({"role": "assistant", "content": _json(example["output"])})
-        messages.append({"role": "user", "content": _json(inputs)})
-        return messages
+        return [*self._prompt_prefix(), {"role": "user", "content": _json(inputs)}]
 
     async def call(self, inputs: dict, ctx: RunContext) -> pydantic.BaseModel:
         messages = self.render_messages(inputs)

@@ -108,7 +108,10 @@ class Program:
         while pending:
             # Every module whose parents are done runs now, concurrently.
             ready = [n for n in pending if all(id(p) in values for p in n.parents)]
-            outputs = await asyncio.gather(*(n.module.call(self._merge(n.parents, values), ctx) for n in ready))
+            if len(ready) == 1:  # a chain: no task to create
+                outputs = [await ready[0].module.call(self._merge(ready[0].parents, values), ctx)]
+            else:
+                outputs = await asyncio.gather(*(n.module.call(self._merge(n.parents, values), ctx) for n in ready))
             for node, output in zip(ready, outputs):
                 values[id(node)] = output.model_dump()
             pending = [n for n in pending if id(n) not in values]

@@ -7,7 +7,6 @@ downloaded once into `cache_dir`. The answer's last line `#### 1,234` becomes 12
 from __future__ import annotations
 
 import os
-import urllib.request
 from pathlib import Path
 
 from promptrl.data_model import DataModel, Field
@@ -55,6 +54,8 @@ def _fetch(folder: Path) -> None:
         if target.exists():
             continue
         try:
+            import urllib.request  # only when downloading (it costs 40 ms of import)
+
             with urllib.request.urlopen(SOURCE.format(split=split), timeout=30) as response:
                 data = response.read()
         except OSError as error:

@@ -110,7 +110,7 @@ class HTTPTransport:
             body["seed"] = seed
         session = await self._session()
         try:
-            async with session.post(self.url, data=json.dumps(body), headers=self.headers) as response:
+            async with session.post(self.url, data=json.dumps(body).encode(), headers=self.headers) as response:
                 raw = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")

@@ -7,7 +7,7 @@ One retry policy and one error classification serve every transport, so a timeou
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import random
 import time
 
@@ -96,35 +96,45 @@ class AdaptiveLimiter:
         self._paused_until = 0.0
         self._last_decrease = 0.0
         self._latency = 0.0  # moving average of successful call latency (s)
-        self._conditions: dict[int, asyncio.Condition] = {}
+        self._waiters: collections.deque = collections.deque()
 
-    def _condition(self) -> asyncio.Condition:
-        loop_id = id(asyncio.get_running_loop())  # one per event loop: each asyncio.run gets its own
-        if loop_id not in self._conditions:
-            self._conditions = {loop_id: asyncio.Condition()}
-        return self._conditions[loop_id]
+    def slot(self) -> "_Slot":
+        """`async with limiter.slot():` one call in flight."""
+        return _Slot(self)
 
-    @contextlib.asynccontextmanager
-    async def slot(self):
-        condition = self._condition()
-        async with condition:
-            await condition.wait_for(lambda: self.in_flight < max(1, int(self.limit)))
+    def _release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    async def _acquire(self) -> None:
+        # Single-threaded event loop: the check and the increment cannot interleave with another task.
+        if self.in_flight < max(1, int(self.limit)) and not self._waiters:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
-            pause = self._paused_until - time.monotonic()
-            if pause > 0:  # the server asked for a break (Retry-After)
-                await asyncio.sleep(pause)
-            yield
-        finally:
-            async with condition:
+            await waiter  # _wake counts us in before it resolves the future
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
                 self.in_flight -= 1
-                condition.notify(max(1, int(self.limit) - self.in_flight))  # wake only those who may go
+                self._wake()
+            raise
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < max(1, int(self.limit)):
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                self.peak = max(self.peak, self.in_flight)
+                waiter.set_result(None)
 
     def on_success(self, latency: float) -> None:
         self._latency = latency if not self._latency else 0.9 * self._latency + 0.1 * latency
         if self.limit < self.maximum:
             self.limit = min(self.maximum, self.limit + 1.0 / self.limit)
+            self._wake()
 
     def on_error(self, error: BaseException) -> None:
         if not is_overload(error):
@@ -143,3 +153,24 @@ class AdaptiveLimiter:
     def report(self) -> dict:
         return {"maximum": self.maximum, "peak_in_flight": self.peak, "lowest_limit": self.lowest,
                 "final_limit": int(self.limit), "decreases": self.decreases}
+
+
+class _Slot:
+    __slots__ = ("limiter",)
+
+    def __init__(self, limiter: AdaptiveLimiter):
+        self.limiter = limiter
+
+    async def __aenter__(self):
+        limiter = self.limiter
+        await limiter._acquire()
+        pause = limiter._paused_until - time.monotonic()
+        if pause > 0:  # the server asked for a break (Retry-After)
+            try:
+                await asyncio.sleep(pause)
+            except BaseException:
+                limiter._release()
+                raise
+
+    async def __aexit__(self, *exc) -> None:
+        self.limiter._release()

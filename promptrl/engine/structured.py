@@ -74,6 +74,15 @@ class StructuredOutput:
         self.confirmed = setting != "auto"  # a fixed mode never falls back
         self.fallbacks: list[dict] = []
         self._lock = threading.Lock()
+        self._formats: dict[tuple, dict | None] = {}
+
+    def response_format(self, name: str, schema: dict) -> tuple[str, dict | None]:
+        """(mode, response_format) for a call now, built once per mode and schema."""
+        mode = self.mode
+        key = (mode, name, id(schema))
+        if key not in self._formats:
+            self._formats[key] = response_format(mode, name, schema)
+        return mode, self._formats[key]
 
     def confirm(self, mode: str) -> None:
         if mode == self.mode:

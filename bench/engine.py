@@ -1,0 +1,272 @@
+"""How fast promptrl drives an OpenAI-compatible endpoint, beside bare async HTTP clients, in one run.
+
+    make bench-engine        (python bench/engine.py [--repeat 2] [--n 1000])
+
+A stdlib mock server (bench/mock_openai.py, its own process) answers every request after exactly
+50 ms. Each client evaluates N distinct questions at a given concurrency c in a fresh process:
+efficiency = ideal wall (N x 0.05 / c) / measured wall; client CPU per example; peak RSS of the
+client process. Also: `fit` efficiency (RandomFewShot, batch 32, c=32) and the time from
+`import promptrl` to the first reply. Medians over --repeat runs; the table is printed and written
+to bench/results/engine.md (+ .json). DSPy is measured too when it is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DELAY = 0.05
+
+
+# ---- clients, each run in its own process -------------------------------------------------------------
+
+class timed(dict):
+    """`with timed() as spent:` -> spent["wall"], spent["cpu"] (seconds) of the block."""
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self["wall"], self["cpu"] = time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+def _questions(n: int) -> list[str]:
+    return [f"question number {i}: what is {i} + {i}?" for i in range(n)]
+
+
+def client_promptrl(url: str, n: int, c: int) -> dict:
+    import asyncio
+
+    import aiohttp  # noqa: F401 - imported before timing, as the bare clients do (first_call counts it)
+
+    import promptrl
+
+    class Question(promptrl.DataModel):
+        question: str
+
+    class Answer(promptrl.DataModel):
+        answer: str
+
+    lm = promptrl.LanguageModel("openai/mock", api_base=url, concurrency=c, num_retries=0, temperature=0.0,
+                                max_tokens=32)
+    x0 = promptrl.Input(Question)
+    program = promptrl.Program(x0, promptrl.Generator(Answer, lm)(x0))
+    program.compile(reward=promptrl.rewards.ExactMatch())
+    xs = [Question(question=q) for q in _questions(n)]
+    ys = [Answer(answer="x") for _ in xs]
+    with timed() as spent:
+        logs = asyncio.run(program.evaluate(xs, ys, batch_size=c))
+    assert logs["failures"] == 0, logs
+    return spent
+
+
+def client_promptrl_fit(url: str, n: int, c: int) -> dict:
+    import asyncio
+
+    import aiohttp  # noqa: F401
+
+    import promptrl
+
+    class Question(promptrl.DataModel):
+        question: str
+
+    class Answer(promptrl.DataModel):
+        answer: str
+
+    lm = promptrl.LanguageModel("openai/mock", api_base=url, concurrency=c, num_retries=0, temperature=0.0,
+                                max_tokens=32)
+    x0 = promptrl.Input(Question)
+    program = promptrl.Program(x0, promptrl.Generator(Answer, lm)(x0))
+    program.compile(reward=promptrl.rewards.ExactMatch(), optimizer=promptrl.optimizers.RandomFewShot(k=2))
+    xs = [Question(question=q) for q in _questions(n)]
+    ys = [Answer(answer="x") for _ in xs]
+    with timed() as spent:
+        asyncio.run(program.fit(xs, ys, epochs=1, batch_size=c))
+    return spent
+
+
+def _body(question: str) -> bytes:
+    return json.dumps({"model": "mock", "temperature": 0.0, "max_tokens": 32, "messages": [
+        {"role": "system", "content": "Answer with a JSON object."},
+        {"role": "user", "content": json.dumps({"question": question})}]}).encode()
+
+
+def client_httpx(url: str, n: int, c: int) -> dict:
+    import asyncio
+
+    import httpx
+
+    async def run():
+        window = asyncio.Semaphore(c)
+        limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
+        async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+            async def one(q):
+                async with window:
+                    r = await client.post(url + "/chat/completions", content=_body(q),
+                                          headers={"Content-Type": "application/json"})
+                    return json.loads(r.json()["choices"][0]["message"]["content"])
+
+            await asyncio.gather(*(one(q) for q in _questions(n)))
+
+    with timed() as spent:
+        asyncio.run(run())
+    return spent
+
+
+def client_aiohttp(url: str, n: int, c: int) -> dict:
+    import asyncio
+
+    import aiohttp
+
+    async def run():
+        window = asyncio.Semaphore(c)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as session:
+            async def one(q):
+                async with window:
+                    async with session.post(url + "/chat/completions", data=_body(q),
+                                            headers={"Content-Type": "application/json"}) as r:
+                        return json.loads(json.loads(await r.read())["choices"][0]["message"]["content"])
+
+            await asyncio.gather(*(one(q) for q in _questions(n)))
+
+    with timed() as spent:
+        asyncio.run(run())
+    return spent
+
+
+def client_dspy(url: str, n: int, c: int) -> dict:
+    import dspy
+
+    lm = dspy.LM("openai/mock", api_base=url, api_key="none", cache=False, num_retries=0, temperature=0.0,
+                 max_tokens=32)
+    dspy.configure(lm=lm)
+    predictor = dspy.Predict("question -> answer")
+    examples = [dspy.Example(question=q, answer="x").with_inputs("question") for q in _questions(n)]
+    evaluate = dspy.Evaluate(devset=examples, metric=lambda e, p, t=None: 0.0, num_threads=c,
+                             display_progress=False)
+    with timed() as spent:
+        evaluate(predictor)
+    return spent
+
+
+def first_call(url: str, n: int, c: int) -> dict:
+    """Seconds from `import promptrl` to the first validated reply."""
+    with timed() as spent:
+        import asyncio
+
+        import promptrl
+
+        class Answer(promptrl.DataModel):
+            answer: str
+
+        lm = promptrl.LanguageModel("openai/mock", api_base=url, num_retries=0, max_tokens=32)
+        asyncio.run(lm.generate([{"role": "user", "content": '{"question": "hi"}'}], Answer))
+    return spent
+
+
+CLIENTS = {"promptrl": client_promptrl, "promptrl_fit": client_promptrl_fit, "httpx": client_httpx,
+           "aiohttp": client_aiohttp, "dspy": client_dspy, "first_call": first_call}
+
+
+def child(args) -> None:
+    spent = CLIENTS[args.child](args.url, args.n, args.c)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall": spent["wall"], "cpu_ms_per_example": 1000 * spent["cpu"] / max(args.n, 1),
+                      "peak_rss_mb": peak_mb}))
+
+
+# ---- the parent: server, runs, table ---------------------------------------------------------------------
+
+def measure(client: str, url: str, n: int, c: int) -> dict | None:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    done = subprocess.run([sys.executable, __file__, "--child", client, "--url", url, "--n", str(n), "--c", str(c)],
+                          capture_output=True, text=True, env=env, timeout=1800)
+    if done.returncode != 0:
+        print(f"  {client} c={c}: failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["efficiency"] = n * DELAY / c / result["wall"]
+    return result
+
+
+def median_of(runs: list[dict | None], key: str) -> float | None:
+    values = [r[key] for r in runs if r]
+    return statistics.median(values) if values else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1000, help="questions per evaluation (c >= 8)")
+    parser.add_argument("--n-serial", type=int, default=200, help="questions at c=1 (N x 50 ms of waiting)")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--concurrency", default="1,8,32,128")
+    parser.add_argument("--child")
+    parser.add_argument("--url")
+    parser.add_argument("--c", type=int, default=1)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    server = subprocess.Popen([sys.executable, str(HERE / "mock_openai.py"), "--delay", str(DELAY)],
+                              stdout=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{int(server.stdout.readline().split()[-1])}/v1"
+    try:
+        import importlib.util
+
+        clients = ["promptrl", "httpx", "aiohttp"] + (["dspy"] if importlib.util.find_spec("dspy") else [])
+        levels = [int(c) for c in args.concurrency.split(",")]
+        rows = {}
+        for client in clients:
+            for c in levels:
+                n = args.n_serial if c == 1 else args.n
+                runs = [measure(client, url, n, c) for _ in range(args.repeat)]
+                rows[(client, c)] = {k: median_of(runs, k) for k in ("efficiency", "cpu_ms_per_example", "peak_rss_mb")}
+                print(f"  {client:<9} c={c:<4} " + "  ".join(
+                    f"{k}={v:.3f}" if v is not None else f"{k}=-" for k, v in rows[(client, c)].items()), flush=True)
+        fit_runs = [measure("promptrl_fit", url, args.n, 32) for _ in range(args.repeat)]
+        fit_efficiency = median_of(fit_runs, "efficiency")
+        first = median_of([measure("first_call", url, 1, 1) for _ in range(args.repeat)], "wall")
+    finally:
+        server.terminate()
+
+    def cell(client, c, key, fmt):
+        v = rows.get((client, c), {}).get(key)
+        return "-" if v is None else format(v, fmt)
+
+    lines = [f"# Engine benchmark: {DELAY * 1000:.0f} ms mock server, medians of {args.repeat} runs",
+             "", f"N={args.n} questions (c=1: {args.n_serial}); efficiency = ideal wall (N x {DELAY} s / c) / "
+             "measured wall; CPU and RSS of the client process.", "",
+             "| client | " + " | ".join(f"eff. c={c}" for c in levels) + " | client CPU ms/example | peak RSS MB |",
+             "|---" * (len(levels) + 3) + "|"]
+    for client in clients:
+        cpus = [rows[(client, c)]["cpu_ms_per_example"] for c in levels if rows[(client, c)]["cpu_ms_per_example"]]
+        rss = [rows[(client, c)]["peak_rss_mb"] for c in levels if rows[(client, c)]["peak_rss_mb"]]
+        spent = f" | {min(cpus):.2f}-{max(cpus):.2f} | {max(rss):.0f} |" if cpus else " | - | - |"
+        lines.append(f"| {client} | " + " | ".join(cell(client, c, "efficiency", ".2f") for c in levels) + spent)
+    lines += ["", f"fit (RandomFewShot, {args.n} examples, batch 32, c=32): efficiency "
+              f"{'-' if fit_efficiency is None else f'{fit_efficiency:.2f}'}",
+              f"import promptrl + first call: {'-' if first is None else f'{first:.2f}'} s", ""]
+    if ("promptrl", 32) in rows and ("httpx", 32) in rows and rows[("httpx", 32)]["efficiency"]:
+        for c in levels:
+            p, h = rows[("promptrl", c)]["efficiency"], rows[("httpx", c)]["efficiency"]
+            if p and h:
+                lines.append(f"- c={c}: promptrl / bare httpx efficiency = {p / h:.2f}x")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "engine.md").write_text(text)
+    (out / "engine.json").write_text(json.dumps({"rows": {f"{k[0]} c={k[1]}": v for k, v in rows.items()},
+                                                 "fit_efficiency": fit_efficiency, "first_call_s": first}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
