@@ -236,13 +236,12 @@ class LanguageModel:
             self._account(cache_hits=1)
             return output_model.model_validate_json(cache[key])
 
-        start = time.perf_counter()
         try:
             completion = await self._request(messages, output_model, schema, seed)
         except UserError:  # bad key, unknown model, missing model file: stop, do not score 0
             raise
         except Exception as error:  # noqa: BLE001 - any other transport error is a failed prediction
-            self._account(calls=1, failures=1, latency_s=time.perf_counter() - start)
+            self._account(calls=1, failures=1)
             message = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
             if self._succeeded == 0 and is_connection_error(error):
                 where = getattr(self._transport, "api_base", None) or self.api_base or "the provider's default endpoint"
@@ -256,7 +255,7 @@ class LanguageModel:
                     f"{message}); check the language_model settings and the provider's API key") from error
             raise PredictionError(f"{self.model}: {type(error).__name__}: {message}") from error
         self._account(calls=1, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
-                      cost=completion.cost, latency_s=time.perf_counter() - start)
+                      cost=completion.cost)
         try:
             result = output_model.model_validate_json(strip_fences(completion.text))
         except pydantic.ValidationError as error:
@@ -297,11 +296,14 @@ class LanguageModel:
                 except UserError:
                     raise
                 except Exception as error:
+                    self._account(latency_s=time.perf_counter() - started)
                     self.limiter.on_error(error)
                     if not self.is_local and self.structured.rejected(mode, error):
                         continue  # sent again at once in the next mode
                     raise
-                self.limiter.on_success(time.perf_counter() - started)
+                latency = time.perf_counter() - started
+                self._account(latency_s=latency)  # time on the wire, not waiting for a slot
+                self.limiter.on_success(latency)
                 self.structured.confirm(mode)
                 return completion
 
