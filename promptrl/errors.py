@@ -6,11 +6,24 @@ class UserError(Exception):
 
 
 class PredictionError(Exception):
-    """A prediction failed (LM error after retries, or output that fails validation).
+    """A prediction failed. Caught by fit/evaluate, never fatal.
 
-    Caught by fit/evaluate: the example scores 0 and is counted as a failure.
+    `infrastructure=True`: the provider gave no answer (timeout, 429, 5xx, reset, after retries) -
+    not the program's fault, so the example is left out of the scores and counted apart
+    (`infra_failures`). Otherwise the program got an answer that is not one (output that fails
+    validation, a per-request 400 such as a prompt over the context length): it scores 0 and is
+    counted in `failures`.
     """
+
+    def __init__(self, message: str, infrastructure: bool = False):
+        super().__init__(message)
+        self.infrastructure = infrastructure
 
 
 class LanguageModelUnavailable(UserError):
-    """The LM endpoint cannot be used at all (unreachable, bad credentials, unknown model)."""
+    """The LM endpoint cannot be used at all (unreachable, bad credentials, unknown model), or it
+    is down (the circuit breaker tripped): the run stops, whatever it had done is kept."""
+
+
+class FailureBudgetExceeded(UserError):
+    """Too many calls of a phase got no answer from the provider for its scores to mean anything."""

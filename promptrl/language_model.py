@@ -22,8 +22,10 @@ import pydantic
 
 from promptrl.checks import check_number
 from promptrl.engine import http
-from promptrl.engine.scheduler import AdaptiveLimiter, backoff, is_connection_error, is_retryable, retrying
-from promptrl.engine.structured import SETTING as STRUCTURED_OUTPUT, StructuredOutput
+from promptrl.engine.scheduler import (
+    AdaptiveLimiter, backoff, is_configuration_error, is_connection_error, is_request_error, is_retryable, retrying,
+)
+from promptrl.engine.structured import SETTING as STRUCTURED_OUTPUT, StructuredOutput, about_format
 from promptrl.engine.transports import (
     DEFAULT_LOCAL_MODEL, LiteLLMTransport, LocalTransport, is_local_model, local_model_path, strip_fences,
 )
@@ -37,7 +39,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # (api_base, api_key, model_path, cache_dir, headers and any other transport argument) comes from
 # the current config, never from a file (see from_saved).
 SETTING_KEYS = ("temperature", "max_tokens", "concurrency", "timeout", "num_retries", "n_ctx", "n_threads",
-                "structured_output", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop")
+                "structured_output", "max_consecutive_failures", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop")
 TRANSPORTS = ("auto", "http", "litellm")
 
 _ROLE: contextvars.ContextVar[str | None] = contextvars.ContextVar("promptrl_usage_role", default=None)
@@ -102,6 +104,7 @@ class LanguageModel:
         cache_dir: str | None = None,
         structured_output: str = "auto",
         transport: str = "auto",
+        max_consecutive_failures: int = 10,
         **extra: Any,
     ):
         if concurrency is None:  # one llama.cpp context runs one call at a time; providers take several
@@ -110,7 +113,8 @@ class LanguageModel:
         check_number(owner, "temperature", temperature, 0)
         check_number(owner, "timeout", timeout, 0)
         for key, value, minimum in (("max_tokens", max_tokens, 1), ("concurrency", concurrency, 1),
-                                    ("num_retries", num_retries, 0), ("n_ctx", n_ctx, 64)):
+                                    ("num_retries", num_retries, 0), ("n_ctx", n_ctx, 64),
+                                    ("max_consecutive_failures", max_consecutive_failures, 1)):
             check_number(owner, key, value, minimum, integer=True)
         for key, value, allowed in (("structured_output", structured_output, STRUCTURED_OUTPUT),
                                     ("transport", transport, TRANSPORTS)):
@@ -137,10 +141,11 @@ class LanguageModel:
         self.cache_dir = cache_dir
         self.structured_output = structured_output
         self.transport = transport
+        self.max_consecutive_failures = max_consecutive_failures  # the circuit breaker
+        self._consecutive_infra_failures = 0
         self.extra = extra
         self.usage = Usage()
         self.usage_by_role: dict[str, Usage] = {}
-        self._succeeded = 0
         self.limiter = AdaptiveLimiter(concurrency)
         self.structured = StructuredOutput(structured_output, owner)
         self._cache = None
@@ -179,6 +184,7 @@ class LanguageModel:
             "cache_dir": self.cache_dir,
             "structured_output": self.structured_output,
             "transport": self.transport,
+            "max_consecutive_failures": self.max_consecutive_failures,
         }
         config.update(self._public_extra())
         return config
@@ -240,20 +246,31 @@ class LanguageModel:
             completion = await self._request(messages, output_model, schema, seed)
         except UserError:  # bad key, unknown model, missing model file: stop, do not score 0
             raise
-        except Exception as error:  # noqa: BLE001 - any other transport error is a failed prediction
+        except Exception as error:  # noqa: BLE001 - classified below by what it is, not when it happens
             self._account(calls=1, failures=1)
             message = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-            if self._succeeded == 0 and is_connection_error(error):
+            if is_connection_error(error):  # still refused or reset after the retries: the endpoint is gone
                 where = getattr(self._transport, "api_base", None) or self.api_base or "the provider's default endpoint"
-                raise LanguageModelUnavailable(f"cannot reach language model '{self.model}' at {where}; "
+                raise LanguageModelUnavailable(f"cannot reach language model '{self.model}' at {where} ({message}); "
                                                "start the server or fix language_model.api_base") from error
-            if self._succeeded == 0 and not is_retryable(error):
-                # Before any success, a non-transient error is a setting that cannot work: stop now
-                # rather than paying for a whole run of failed predictions.
-                raise LanguageModelUnavailable(
-                    f"language model '{self.model}' failed on its first call ({type(error).__name__}: "
-                    f"{message}); check the language_model settings and the provider's API key") from error
-            raise PredictionError(f"{self.model}: {type(error).__name__}: {message}") from error
+            if is_retryable(error) and not is_configuration_error(error):
+                # timeouts, 429, 5xx after the retries: no answer, not a wrong one
+                self._consecutive_infra_failures += 1
+                if self._consecutive_infra_failures >= self.max_consecutive_failures:
+                    raise LanguageModelUnavailable(
+                        f"language model '{self.model}' looks down: {self._consecutive_infra_failures} calls in a row "
+                        f"failed after {self.num_retries} retries each (last: {type(error).__name__}: {message}); "
+                        "stopped before paying for the rest - try again later, or raise "
+                        "language_model.max_consecutive_failures") from error
+                raise PredictionError(f"{self.model}: no answer: {type(error).__name__}: {message}",
+                                      infrastructure=True) from error
+            if is_request_error(error):  # about this one request (context length, content filter)
+                self._consecutive_infra_failures = 0
+                raise PredictionError(f"{self.model}: request refused: {type(error).__name__}: {message}") from error
+            raise LanguageModelUnavailable(  # a setting that can never work: stop now, whenever it shows
+                f"language model '{self.model}' cannot be used ({type(error).__name__}: {message}); "
+                "check the language_model settings and the provider's API key") from error
+        self._consecutive_infra_failures = 0
         self._account(calls=1, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
                       cost=completion.cost)
         try:
@@ -264,7 +281,6 @@ class LanguageModel:
                 raise PredictionError(f"{self.model}: output cut at max_tokens={self.max_tokens} before the JSON "
                                       "was complete; raise language_model.max_tokens") from None
             raise PredictionError(f"{self.model}: output failed validation: {error.errors()[0]['msg']}") from None
-        self._succeeded += 1
         if cache is not None:
             cache[key] = result.model_dump_json()
         return result
@@ -300,6 +316,10 @@ class LanguageModel:
                     self.limiter.on_error(error)
                     if not self.is_local and self.structured.rejected(mode, error):
                         continue  # sent again at once in the next mode
+                    if not self.is_local and self.structured.setting != "auto" and about_format(error):
+                        raise LanguageModelUnavailable(
+                            f"language model '{self.model}': the server rejects structured_output={mode} "
+                            f"({' '.join(str(error).split())[:160]}); use structured_output=auto") from error
                     raise
                 latency = time.perf_counter() - started
                 self._account(latency_s=latency)  # time on the wire, not waiting for a slot

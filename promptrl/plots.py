@@ -36,7 +36,7 @@ DPI = 120
 # Colour-blind friendly qualitative palette (matplotlib's default tab10).
 COLORS = list(matplotlib.colormaps["tab10"].colors)
 # Keys of a results/history dict that are counts, not scores in [0, 1].
-NOT_METRICS = {"epoch", "failures"}
+NOT_METRICS = {"epoch", "failures", "infra_failures"}
 
 _STYLE = {
     "font.size": 11,

@@ -16,7 +16,7 @@ from promptrl.modules import Generator, Input, Module, RunContext, SymbolicNode,
 from promptrl.registry import lookup_data_model, lookup_module, module_kind
 
 FORMAT = "promptrl.program/1"
-RESERVED_LOG_KEYS = ("reward", "failures")
+RESERVED_LOG_KEYS = ("reward", "failures", "infra_failures")
 
 
 def _as_tuple(value) -> tuple:

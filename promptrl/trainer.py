@@ -30,6 +30,9 @@ class Prediction:
     y_true: Any = None
     y_pred: Any = None
     error: str | None = None
+    # "infrastructure": the provider gave no answer (left out of the scores); "invalid": an answer
+    # that is not one (scored 0); None: a prediction.
+    failure: str | None = None
     trace: list[dict] = field(default_factory=list)
     reward: float | None = None
     scores: dict[str, float] = field(default_factory=dict)
@@ -41,7 +44,8 @@ async def _run_one(program, index: int, x, seed: int | None, trace: bool) -> Pre
         y_pred = await program.run(x, ctx)
         return Prediction(index=index, x=x, y_pred=y_pred, trace=ctx.trace or [])
     except PredictionError as error:
-        return Prediction(index=index, x=x, error=str(error), trace=ctx.trace or [])
+        return Prediction(index=index, x=x, error=str(error), trace=ctx.trace or [],
+                          failure="infrastructure" if error.infrastructure else "invalid")
 
 
 async def run_batch(program, xs, indices, seed: int | None, trace: bool = False) -> list[Prediction]:
@@ -70,14 +74,22 @@ async def _safe_score(scorer, prediction: Prediction) -> float:
         return 0.0
 
 
+def answered(predictions: list[Prediction]) -> list[Prediction]:
+    """The predictions the provider answered: infrastructure failures are not answers."""
+    return [p for p in predictions if p.failure != "infrastructure"]
+
+
 def summarize(predictions: list[Prediction], program) -> dict:
-    """Mean of the reward and each metric, plus the count of failed predictions."""
+    """Mean of the reward and each metric over the answered examples; the count of failed
+    predictions (`failures`, scored 0) and of calls that got no answer (`infra_failures`, left out)."""
+    scored = answered(predictions)
     logs: dict[str, float] = {}
     if program.reward:
-        logs["reward"] = statistics.fmean(p.reward for p in predictions) if predictions else 0.0
+        logs["reward"] = statistics.fmean(p.reward for p in scored) if scored else 0.0
     for metric in program.metrics:
-        logs[metric.name] = statistics.fmean(p.scores[metric.name] for p in predictions) if predictions else 0.0
-    logs["failures"] = sum(p.y_pred is None for p in predictions)
+        logs[metric.name] = statistics.fmean(p.scores[metric.name] for p in scored) if scored else 0.0
+    logs["failures"] = sum(p.failure == "invalid" for p in predictions)
+    logs["infra_failures"] = len(predictions) - len(scored)
     return logs
 
 
@@ -145,7 +157,7 @@ class History(Callback):
 
 def check_monitors(program, callbacks, has_validation: bool) -> None:
     """Fail before any LM call, not at the end of the first epoch, on a monitor that will not exist."""
-    keys = ["reward", "failures", *(m.name for m in program.metrics)]
+    keys = ["reward", "failures", "infra_failures", *(m.name for m in program.metrics)]
     keys += [f"val_{k}" for k in keys] if has_validation else []
     for callback in callbacks:
         monitor = getattr(callback, "monitor", None)

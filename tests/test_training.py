@@ -169,6 +169,10 @@ def test_same_language_model_across_several_event_loops():
 
 # ---- failed predictions -------------------------------------------------------------------------------------
 
+class ServiceUnavailableError(Exception):
+    """A transient provider error, as litellm and the lean client name it."""
+
+
 def flaky_responder(messages, output_model):
     i = index_of(messages)
     if i == 1:
@@ -176,7 +180,7 @@ def flaky_responder(messages, output_model):
     if i == 2:
         return {"answer": ["a", "list"]}  # wrong type for a str field
     if i == 3:
-        raise RuntimeError("server exploded")
+        raise ServiceUnavailableError("server exploded")  # no answer: left out of the scores
     if i == 4:
         return {"answer": "label 4", "extra": 1}  # extra key: fails validation
     if i == 5:
@@ -184,19 +188,21 @@ def flaky_responder(messages, output_model):
     return {"answer": f"label {i}"}
 
 
-def test_failed_predictions_score_zero_are_counted_and_do_not_raise():
-    lm = ScriptedLanguageModel(flaky_responder)
+def test_failed_predictions_score_zero_and_calls_without_answer_are_left_out():
+    lm = ScriptedLanguageModel(flaky_responder, num_retries=0)
     program = build(lm)
     program.compile(reward=rewards.ExactMatch(), metrics=[metrics.F1Score()])
     xs, ys = make_data(7)
     logs, predictions = asyncio.run(evaluate(program, xs, ys, batch_size=7, return_predictions=True))
-    assert logs["failures"] == 4
-    assert logs["reward"] == pytest.approx(3 / 7)
-    assert logs["f1_score"] == pytest.approx(3 / 7)
+    assert logs["failures"] == 3 and logs["infra_failures"] == 1
+    # 3 right out of the 6 answered: the provider's failure is not scored as a wrong answer
+    assert logs["reward"] == pytest.approx(3 / 6)
+    assert logs["f1_score"] == pytest.approx(3 / 6)
     for i in (1, 2, 3, 4):
         assert predictions[i].y_pred is None
         assert predictions[i].reward == 0.0
         assert predictions[i].error
+    assert [predictions[i].failure for i in (1, 2, 3, 4)] == ["invalid", "invalid", "infrastructure", "invalid"]
     assert "server exploded" in predictions[3].error
     for i in (0, 5, 6):
         assert predictions[i].error is None and predictions[i].reward == 1.0
@@ -204,20 +210,20 @@ def test_failed_predictions_score_zero_are_counted_and_do_not_raise():
 
 
 def test_fit_survives_failed_predictions_and_never_learns_from_them():
-    lm = ScriptedLanguageModel(flaky_responder)
+    lm = ScriptedLanguageModel(flaky_responder, num_retries=0)
     program = build(lm)
     optimizer = RandomFewShot(k=5, k_best=10)
     program.compile(reward=rewards.ExactMatch(), optimizer=optimizer)
     xs, ys = make_data(7)
     history = asyncio.run(program.fit(xs, ys, validation_data=(xs, ys), epochs=1, batch_size=3))
-    assert history.history["failures"] == [4]
-    assert history.history["val_failures"] == [4]
+    assert history.history["failures"] == [3] and history.history["infra_failures"] == [1]
+    assert history.history["val_failures"] == [3] and history.history["val_infra_failures"] == [1]
     assert {e["input"]["text"] for e in optimizer.best("gen")} == {"item 0", "item 5", "item 6"}
     assert lm.usage.failures == 8
 
 
 def test_predict_returns_none_for_failed_predictions():
-    program = build(ScriptedLanguageModel(flaky_responder))
+    program = build(ScriptedLanguageModel(flaky_responder, num_retries=0))
     xs, _ = make_data(4)
     predictions = asyncio.run(program.predict(xs, batch_size=2))
     assert [p is None for p in predictions] == [False, True, True, True]
@@ -647,31 +653,35 @@ def test_bad_language_model_settings_are_user_errors(settings, key):
         LanguageModel("local/smollm2-135m", **settings)
 
 
-def test_a_setting_that_cannot_work_stops_at_the_first_call_but_later_errors_are_failed_predictions():
+def test_errors_are_classified_by_what_they_are_not_when_they_happen():
     from promptrl.errors import LanguageModelUnavailable
 
-    def broken(messages, output_model):
-        raise ValueError("Failed to load model from file")
+    class BadRequestError(Exception):  # a per-request refusal, as litellm and the lean client name it
+        status_code = 400
 
-    program = build(ScriptedLanguageModel(broken))
-    program.compile(reward=rewards.ExactMatch())
-    xs, ys = make_data(2)
-    with pytest.raises(LanguageModelUnavailable, match="failed on its first call"):
-        asyncio.run(program.evaluate(xs, ys))
+    def run(failing_call: int, error: Exception):
+        calls = []
 
-    calls = []
+        def respond(messages, output_model):
+            calls.append(1)
+            if len(calls) == failing_call:
+                raise error
+            return {"answer": "label 0"}
 
-    def flaky(messages, output_model):  # works once, then breaks: a failed prediction, counted
-        calls.append(1)
-        if len(calls) > 1:
-            raise ValueError("broken later")
-        return {"answer": "label 0"}
+        lm = ScriptedLanguageModel(respond, concurrency=1, num_retries=0)
+        program = build(lm)
+        program.compile(reward=rewards.ExactMatch())
+        xs, ys = make_data(3)
+        return asyncio.run(program.evaluate(xs, ys)), lm
 
-    lm = ScriptedLanguageModel(flaky, concurrency=1)
-    program = build(lm)
-    program.compile(reward=rewards.ExactMatch())
-    logs = asyncio.run(program.evaluate(xs, ys))
-    assert logs["failures"] == 1 and lm.usage.failures == 1
+    # A setting that cannot work (a model file that does not load) stops the run, first call or later.
+    for failing_call in (1, 2):
+        with pytest.raises(LanguageModelUnavailable, match="cannot be used .*Failed to load model"):
+            run(failing_call, ValueError("Failed to load model from file"))
+    # A request refused (context length) is one failed prediction, first call or later.
+    for failing_call in (1, 2):
+        logs, lm = run(failing_call, BadRequestError("maximum context length exceeded"))
+        assert (logs["failures"], logs["infra_failures"], lm.usage.failures) == (1, 0, 1)
 
 
 def test_an_output_cut_at_max_tokens_says_so():

@@ -69,8 +69,12 @@ class HTTPTransport:
         if not base:
             raise UserError(f"language model '{lm.model}' needs an endpoint; set language_model.api_base=http://HOST:PORT/v1")
         self.api_base = base.rstrip("/")
-        self.url = self.api_base + "/chat/completions"
         key = lm.api_key or next((os.environ[v] for v in key_vars if os.environ.get(v)), None)
+        if key and "@" in self.api_base.split("//", 1)[-1].split("/", 1)[0]:
+            raise UserError(f"language model '{lm.model}': api_base holds credentials (user:password@) and an API key "
+                            "is set too; keep one: the key in api_key or its environment variable, or the URL's "
+                            "user:password for a proxy with basic auth")
+        self.url = self.api_base + "/chat/completions"
         self.headers = {"Content-Type": "application/json"}
         if key:
             self.headers["Authorization"] = f"Bearer {key}"

@@ -37,6 +37,31 @@ def is_transient_error(error: BaseException) -> bool:
     return any(t in type(error).__name__ for t in _TRANSIENT) and not is_connection_error(error)
 
 
+# litellm reports a provider it does not know, or a model it cannot map, as a plain BadRequestError.
+_CONFIGURATION_MESSAGES = ("LLM Provider NOT provided", "Unmapped LLM provider", "Invalid model name")
+
+
+_REQUEST_ERRORS = ("BadRequest", "ContextWindowExceeded", "ContentPolicy", "UnprocessableEntity")
+
+
+def is_request_error(error: BaseException) -> bool:
+    """A refusal of this one request (context length, content filter, a malformed body): the next
+    request may well pass. Told by its HTTP status or class, never by when it happens."""
+    status = getattr(error, "status_code", None)
+    return (status in (400, 409, 413, 422) or any(t in type(error).__name__ for t in _REQUEST_ERRORS)) \
+        and not is_configuration_error(error)
+
+
+def is_configuration_error(error: BaseException) -> bool:
+    """A setting that can never work, whenever it shows: a provider or model litellm cannot map
+    (it says so in a BadRequestError), or any error that is neither transient nor about one request
+    (a model file that does not load, a malformed endpoint URL)."""
+    if any(text in str(error) for text in _CONFIGURATION_MESSAGES):
+        return True
+    return not is_retryable(error) and not any(t in type(error).__name__ for t in _REQUEST_ERRORS) \
+        and getattr(error, "status_code", None) not in (400, 409, 413, 422)
+
+
 def is_retryable(error: BaseException) -> bool:
     return is_transient_error(error) or is_connection_error(error)
 

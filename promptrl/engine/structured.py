@@ -64,6 +64,11 @@ def status_of(error: BaseException) -> int | None:
     return getattr(response, "status_code", None) if response is not None else None
 
 
+def about_format(error: BaseException) -> bool:
+    """The error is a server turning down the response_format it was sent."""
+    return status_of(error) in _REJECTION_STATUS and bool(_ABOUT_FORMAT.search(str(error)))
+
+
 class StructuredOutput:
     """The mode a language model uses now, and its fallback when a server rejects it."""
 
@@ -95,8 +100,7 @@ class StructuredOutput:
             if mode != self.mode:  # another call in flight already moved on
                 return True
             message = " ".join(str(error).split())
-            if (self.confirmed or mode == MODES[-1] or status_of(error) not in _REJECTION_STATUS
-                    or not _ABOUT_FORMAT.search(message)):
+            if self.confirmed or mode == MODES[-1] or not about_format(error):
                 return False
             self.mode = MODES[MODES.index(mode) + 1]
             reason = message[:200] if message.startswith("HTTP") else f"HTTP {status_of(error)}: {message[:200]}"
