@@ -170,6 +170,10 @@ class HydraJob:
                           yaml.safe_dump(list(hydra_cfg.overrides.task), width=10_000, allow_unicode=True))
         try:
             return self.task(cfg, output_dir, list(hydra_cfg.overrides.task))
+        except KeyboardInterrupt:
+            typer.secho(f"interrupted: every file written so far is in {output_dir} (status.json says where it "
+                        "stopped)", err=True, fg=typer.colors.YELLOW)
+            raise SystemExit(130) from None
         except Exception as error:  # noqa: BLE001
             if self.debug or not (in_sweep or isinstance(error, UserError)):
                 raise
@@ -179,6 +183,16 @@ class HydraJob:
                 log.error("job failed: %s", reason)
                 return float("nan")  # what an optimizing sweeper (Optuna) records as a failed trial
             _fail(str(error))
+
+
+def _stop_gracefully_on_sigterm() -> None:
+    """SIGTERM (a scheduler, `kill`) stops a run as Ctrl-C does: asyncio cancels the run, which
+    writes usage.json, report.md, last.program.json and status.json 'interrupted' before exiting."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 
 
 def _plain(cfg):
@@ -197,6 +211,7 @@ def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, d
 
     _guard_outputs(args)
     _collect_composed_secrets(config_name, args)
+    _stop_gracefully_on_sigterm()
 
     if debug:
         os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -276,10 +291,11 @@ def train(
         result = run_train(cfg, output_dir, progress=progress, log=log.info)
         _print_table(f"{cfg.task_name}: mean ± std over {cfg.nb_runs} runs",
                      {"baseline": result["baseline"], "trained": result["final"]})
-        if result["comparison"]:
-            c = result["comparison"]
+        c = result["comparison"]
+        if c and c["examples"]:
+            left_out = f"; {c['excluded_examples']} left out: no answer in some run" if c["excluded_examples"] else ""
             typer.echo(f"paired difference trained - baseline: {c['reward_difference']:+.3f} "
-                       f"(95% CI {c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f} over {c['examples']} test examples)")
+                       f"(95% CI {c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f} over {c['examples']} test examples{left_out})")
         _print_usage(result["usage"])
         typer.echo(f"run dir: {output_dir}")
         # The job's value for sweepers that optimize (Optuna): a validation score, never a test score.

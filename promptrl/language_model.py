@@ -64,6 +64,7 @@ class Usage:
     cache_hits: int = 0
     failures: int = 0
     retries: int = 0  # attempts sent again after a transient error (counted once in calls)
+    cancelled: int = 0  # calls stopped in flight (SIGINT/SIGTERM); they may still be billed
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
@@ -244,6 +245,9 @@ class LanguageModel:
 
         try:
             completion = await self._request(messages, output_model, schema, seed)
+        except asyncio.CancelledError:
+            self._account(calls=1, cancelled=1)
+            raise
         except UserError:  # bad key, unknown model, missing model file: stop, do not score 0
             raise
         except Exception as error:  # noqa: BLE001 - classified below by what it is, not when it happens

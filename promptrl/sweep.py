@@ -13,6 +13,7 @@ import yaml
 
 from promptrl import plots
 from promptrl.errors import UserError
+from promptrl.experiment.status import read_status
 from promptrl.io import atomic_write_text
 from promptrl.secrets import collect_from_overrides, scrub_config
 
@@ -49,8 +50,11 @@ def job_row(job: Path) -> dict:
     evaluation = _read_json(job / "evaluation.json")  # a `promptrl evaluate -m` job
     usage = _read_json(job / "usage.json") or {}
     failed = job / "FAILED"
+    run_status = read_status(job) or {}
     if failed.is_file():
         status, error = "failed", failed.read_text().strip().splitlines()[0]
+    elif run_status.get("status") not in (None, "ok"):
+        status, error = run_status["status"], run_status.get("reason", "")
     elif baseline is None and evaluation is None:
         status, error = "incomplete", "no baseline.json (stopped or still running)"
     else:

@@ -60,6 +60,9 @@ def check_run_keys(cfg: DictConfig) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
             need = "an integer" if minimum is None else f"an integer >= {minimum}"
             raise UserError(f"{key}={value!r} is not valid; {key} must be {need}")
+    rate = cfg.get("max_failure_rate", 0.1)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+        raise UserError(f"max_failure_rate={rate!r} is not valid; give a share between 0 and 1, e.g. 0.1")
     for key in SIZE_KEYS:
         value = cfg.dataset.get(key)
         minimum = 1 if key == "test_size" else 0
@@ -76,6 +79,8 @@ def build_splits(cfg: DictConfig, seed: int | None = None):
         raise UserError(f"dataset target returned {type(dataset).__name__}; it must return a promptrl.datasets.Dataset")
     seed = cfg.seed if seed is None else seed
     train, val, test = dataset.splits(sizes["train_size"], sizes["val_size"] or 0, sizes["test_size"], seed=seed)
+    if len(test) == 0:
+        raise UserError(f"dataset '{dataset.name}' has no test examples; check the test file or dataset.test_size")
     return dataset, train, val, test
 
 

@@ -19,13 +19,14 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from promptrl import plots
-from promptrl.callbacks import HistoryLogger, ProgramCheckpoint, ProgressBar
+from promptrl.callbacks import Callback, HistoryLogger, ProgramCheckpoint, ProgressBar
 from promptrl.errors import UserError
 from promptrl.experiment.build import (
     instantiate_node, build_optimizer, build_program, build_scorers, build_splits, check_run_keys, container,
     trust_configured_modules,
 )
 from promptrl.experiment.results import aggregate, paired_comparison, usage_report, write_report
+from promptrl.experiment.status import RunStatus, check_failure_budget
 from promptrl.io import atomic_write_json, atomic_write_text
 from promptrl.language_model import SETTING_KEYS, LanguageModel
 from promptrl.program import Program, read_state
@@ -34,7 +35,8 @@ from promptrl.seeding import derive_seed
 from promptrl.trainer import check_monitors, evaluate
 
 
-async def run_evaluations(program, split, cfg, phase: str, out: Path, progress: bool, log: Callable) -> dict:
+async def run_evaluations(program, split, cfg, phase: str, out: Path, progress: bool, log: Callable,
+                          status: RunStatus | None = None) -> dict:
     """NB_RUNS evaluations of the test split, run i with seed derive_seed(seed, "run", i).
 
     Baseline and final use the same run seeds, so the comparison is paired.
@@ -47,14 +49,21 @@ async def run_evaluations(program, split, cfg, phase: str, out: Path, progress: 
                                            return_predictions=True)
         runs.append(logs)
         seeds.append(seed)
-        rewards.append([p.reward for p in predictions])
+        rewards.append([None if p.failure == "infrastructure" else p.reward for p in predictions])
         rows += [{"run": i, "index": p.index, "input": p.x.model_dump(), "target": p.y_true.model_dump(),
                   "prediction": p.y_pred.model_dump() if p.y_pred is not None else None,
-                  "reward": p.reward, "error": p.error} for p in predictions]
+                  "reward": None if p.failure == "infrastructure" else p.reward, "failure": p.failure,
+                  "error": p.error} for p in predictions]
         log(f"{phase} run {i + 1}/{cfg.nb_runs}: " + ", ".join(f"{k}={v:.3f}" for k, v in logs.items()))
+        if status is not None:
+            status.infra_failures(f"{phase} run {i + 1}", int(logs["infra_failures"]), len(predictions))
+        try:
+            check_failure_budget(f"{phase} run {i + 1}", logs["infra_failures"], len(predictions),
+                                 cfg.max_failure_rate)
+        finally:  # the predictions paid for so far are kept, also when the budget stops the run
+            atomic_write_text(out / f"{phase}_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     result = aggregate(phase, runs, seeds, rewards)
     atomic_write_json(out / f"{phase}.json", result)
-    atomic_write_text(out / f"{phase}_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return result
 
 
@@ -71,45 +80,66 @@ def _write_config(cfg, out: Path, **actual) -> None:
 
 
 def run_train(cfg: DictConfig, output_dir, progress: bool = True, log: Callable = print) -> dict:
-    """The train recipe. Returns {"baseline", "final", "history", "best", "usage", "output_dir"}."""
+    """The train recipe. Returns {"baseline", "final", "history", "best", "usage", "output_dir", "status"}."""
     return asyncio.run(_train(cfg, Path(output_dir), progress, log))
+
+
+def _ending(error: BaseException) -> tuple[str, str]:
+    """(status, reason) of a run stopped by `error`."""
+    if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
+        return "interrupted", "stopped by SIGINT/SIGTERM; every file written so far is kept"
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return "failed", text if isinstance(error, UserError) else f"{type(error).__name__}: {text}"
 
 
 async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
     started = time.perf_counter()
-    check_run_keys(cfg)
-    trust_configured_modules(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    dataset, train, val, test = build_splits(cfg)
-    program, lm = build_program(cfg, dataset)
-    reward, metrics = build_scorers(cfg)
-    optimizer, teacher = build_optimizer(cfg, lm)
-    program.compile(reward=reward, optimizer=optimizer, metrics=metrics)
-    program.metadata = {"task_name": cfg.task_name, "seed": cfg.seed, "dataset": container(cfg, "dataset")}
-    _write_config(cfg, out)
-    program.save(out / "initial.program.json")
-    log(f"dataset {dataset.name}: train {len(train)}, val {len(val)}, test {len(test)} | "
-        f"model {lm.model} | optimizer {type(optimizer).__name__ if optimizer else 'none (baseline only)'}")
+    run_status = RunStatus(out)
+    try:
+        check_run_keys(cfg)
+        trust_configured_modules(cfg)
+        dataset, train, val, test = build_splits(cfg)
+        program, lm = build_program(cfg, dataset)
+        reward, metrics = build_scorers(cfg)
+        optimizer, teacher = build_optimizer(cfg, lm)
+        program.compile(reward=reward, optimizer=optimizer, metrics=metrics)
+        program.metadata = {"task_name": cfg.task_name, "seed": cfg.seed, "dataset": container(cfg, "dataset")}
+        _write_config(cfg, out)
+        program.save(out / "initial.program.json")
+        log(f"dataset {dataset.name}: train {len(train)}, val {len(val)}, test {len(test)} | "
+            f"model {lm.model} | optimizer {type(optimizer).__name__ if optimizer else 'none (baseline only)'}")
+        callbacks_cfg = container(cfg, "callbacks") or {}
+        callbacks = [instantiate_node(node, f"callbacks.{name}") for name, node in callbacks_cfg.items() if node]
+        # Everything that would stop training is checked before any LM call is paid for.
+        check_monitors(program, callbacks, has_validation=True)
+        training = optimizer is not None and cfg.epochs > 0
+        if training and len(val) == 0:
+            raise UserError("training needs validation data for the val_reward checkpoint; set dataset.val_size > 0")
+        if training and len(train) == 0:
+            raise UserError("training needs training examples; set dataset.train_size > 0 (or remove +optimizer)")
+        if optimizer is not None and cfg.epochs == 0:
+            log("epochs=0: no training, baseline evaluations only")
+    except BaseException as error:
+        run_status.end(*_ending(error))
+        raise
     lms = {"program": lm, "optimizer": teacher}
-    callbacks_cfg = container(cfg, "callbacks") or {}
-    callbacks = [instantiate_node(node, f"callbacks.{name}") for name, node in callbacks_cfg.items() if node]
-    # Everything that would stop training is checked before any LM call is paid for.
-    check_monitors(program, callbacks, has_validation=True)
-    if optimizer is not None and cfg.epochs > 0 and len(val) == 0:
-        raise UserError("training needs validation data for the val_reward checkpoint; set dataset.val_size > 0")
-    if optimizer is not None and cfg.epochs == 0:
-        log("epochs=0: no training, baseline evaluations only")
     baseline = final = best = comparison = None
     history: list[dict] = []
-    status = "failed"
+    status, reason, fitting = "failed", "", False
+    logger = HistoryLogger(out / "history.jsonl", out / "history.csv")
     try:
-        baseline = await run_evaluations(program, test, cfg, "baseline", out, progress, log)
+        run_status.phase("baseline")
+        baseline = await run_evaluations(program, test, cfg, "baseline", out, progress, log, run_status)
         plots.plot_metrics_with_mean_and_std(baseline, out / "baseline.png", title=f"Baseline - {cfg.task_name}")
-        if optimizer is not None and cfg.epochs > 0:
-            logger = HistoryLogger(out / "history.jsonl", out / "history.csv")
-            callbacks += [logger] + ([ProgressBar("fit ")] if progress else [])
+        if training:
+            run_status.phase("fit")
+            callbacks += [logger, FailureBudget(cfg.max_failure_rate, len(train), len(val), run_status)]
+            callbacks += [ProgressBar("fit ")] if progress else []
+            fitting = True
             await program.fit(train.x, train.y, validation_data=(val.x, val.y), epochs=cfg.epochs,
                               batch_size=cfg.batch_size, callbacks=callbacks, seed=cfg.seed, validate_initial=True)
+            fitting = False
             program.save(out / "last.program.json")  # where training stopped, optimizer state included (resume)
             history = logger.records
             plots.plot_history(history, out / "history.png", title=f"Training history - {cfg.task_name}")
@@ -121,22 +151,30 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
                 program.set_trainable_variables(Program.load(checkpoint.best_path, lm).trainable_variables)
                 when = "the untrained program" if best["epoch"] < 0 else f"epoch {best['epoch'] + 1}"
                 log(f"reloaded best checkpoint: {when}, {best['monitor']}={best['value']:.3f}")
-            final = await run_evaluations(program, test, cfg, "final", out, progress, log)
+            run_status.phase("final")
+            final = await run_evaluations(program, test, cfg, "final", out, progress, log, run_status)
             comparison = paired_comparison(baseline, final, seed=cfg.seed)
             atomic_write_json(out / "comparison.json", comparison)
             plots.plot_metrics_comparison_with_mean_and_std(
                 {"baseline": baseline, "trained": final}, out / "comparison.png",
                 title=f"Baseline vs trained - {cfg.task_name} (n={cfg.nb_runs} runs)")
         status = "ok"
+    except BaseException as error:
+        status, reason = _ending(error)
+        raise
     finally:
+        if fitting:  # stopped in the middle of training: keep where it got to
+            program.save(out / "last.program.json")
+            history = logger.records
         usage = usage_report(lms, started, _embedders(program))
         atomic_write_json(out / "usage.json", usage)
         notes = [] if optimizer else ["", "No optimizer: baseline evaluations only (add +optimizer=random_few_shot)."]
         write_report(out, f"promptrl train: {cfg.task_name}", {"baseline": baseline, "trained": final},
                      test_size=len(test), comparison=comparison, history=history, best=best, usage=usage,
-                     program=program, status=status, notes=notes)
+                     program=program, status=status, notes=notes, reason=reason)
+        run_status.end(status, reason)
     return {"baseline": baseline, "final": final, "comparison": comparison, "history": history, "best": best,
-            "usage": usage, "output_dir": str(out)}
+            "usage": usage, "output_dir": str(out), "status": run_status.data}
 
 
 def run_evaluate(cfg: DictConfig, output_dir, progress: bool = True, log: Callable = print,
@@ -166,9 +204,36 @@ def load_checkpoint(cfg, state: dict, language_model, override_language_model) -
 
 async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_language_model) -> dict:
     started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    run_status = RunStatus(out)
+    try:
+        program, lm, test, dataset, notes = _evaluation_setup(cfg, out, log, override_language_model)
+    except BaseException as error:
+        run_status.end(*_ending(error))
+        raise
+    result, status, reason = None, "failed", ""
+    try:
+        run_status.phase("evaluation")
+        result = await run_evaluations(program, test, cfg, "evaluation", out, progress, log, run_status)
+        plots.plot_metrics_with_mean_and_std(result, out / "evaluation.png", title=f"Evaluation - {cfg.task_name}")
+        status = "ok"
+    except BaseException as error:
+        status, reason = _ending(error)
+        raise
+    finally:
+        usage = usage_report({"program": lm}, started, _embedders(program))
+        atomic_write_json(out / "usage.json", usage)
+        write_report(out, f"promptrl evaluate: {cfg.checkpoint or cfg.task_name}", {"evaluation": result},
+                     test_size=len(test), usage=usage, program=program, status=status,
+                     notes=[""] + notes if notes else [], reason=reason)
+        run_status.end(status, reason)
+    return {"evaluation": result, "usage": usage, "output_dir": str(out), "status": run_status.data}
+
+
+def _evaluation_setup(cfg, out: Path, log: Callable, override_language_model):
+    """The program to evaluate (the config's, or a checkpoint's) and the test split."""
     check_run_keys(cfg)
     trust_configured_modules(cfg)
-    out.mkdir(parents=True, exist_ok=True)
     state = read_state(cfg.checkpoint) if cfg.checkpoint else None
     metadata = state["metadata"] if state else {}
     notes = []
@@ -196,15 +261,19 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
     _write_config(cfg, out, language_model=lm.get_config())
     log(f"evaluating {cfg.checkpoint or program.name} on {dataset.name} test ({len(test)} examples), "
         f"{cfg.nb_runs} runs, model {lm.model}")
-    result = status = None
-    try:
-        result = await run_evaluations(program, test, cfg, "evaluation", out, progress, log)
-        plots.plot_metrics_with_mean_and_std(result, out / "evaluation.png", title=f"Evaluation - {cfg.task_name}")
-        status = "ok"
-    finally:
-        usage = usage_report({"program": lm}, started, _embedders(program))
-        atomic_write_json(out / "usage.json", usage)
-        write_report(out, f"promptrl evaluate: {cfg.checkpoint or cfg.task_name}", {"evaluation": result},
-                     test_size=len(test), usage=usage, program=program, status=status or "failed",
-                     notes=[""] + notes if notes else [])
-    return {"evaluation": result, "usage": usage, "output_dir": str(out)}
+    return program, lm, test, dataset, notes
+
+
+class FailureBudget(Callback):
+    """Stops fit when an epoch's training or validation calls went unanswered beyond the budget."""
+
+    def __init__(self, max_failure_rate: float, train_size: int, val_size: int, status: RunStatus):
+        super().__init__()
+        self.max_failure_rate, self.sizes, self.status = max_failure_rate, {"": train_size, "val_": val_size}, status
+
+    def on_epoch_end(self, epoch, logs=None):
+        for prefix, size in self.sizes.items():
+            count = int((logs or {}).get(f"{prefix}infra_failures", 0))
+            what = f"{'validation' if prefix else 'training'} epoch {epoch + 1}" if epoch >= 0 else "validation (untrained)"
+            self.status.infra_failures(what, count, size)
+            check_failure_budget(what, count, size, self.max_failure_rate)

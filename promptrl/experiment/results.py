@@ -13,9 +13,10 @@ from pathlib import Path
 from promptrl.io import atomic_write_text
 
 
-def aggregate(phase: str, runs: list[dict], seeds: list[int], rewards: list[list[float]]) -> dict:
+def aggregate(phase: str, runs: list[dict], seeds: list[int], rewards: list[list[float | None]]) -> dict:
     """Each run's metrics with their mean and (sample) std, each run's seed, and each run's
-    per-example rewards (in test-split order, for paired comparisons)."""
+    per-example rewards (in test-split order, for paired comparisons; None where the provider
+    gave no answer)."""
     keys = list(runs[0]) if runs else []
     mean = {k: statistics.fmean(r[k] for r in runs) for k in keys}
     std = {k: statistics.stdev([r[k] for r in runs]) if len(runs) > 1 else 0.0 for k in keys}
@@ -26,9 +27,17 @@ def aggregate(phase: str, runs: list[dict], seeds: list[int], rewards: list[list
 def paired_comparison(baseline: dict, final: dict, seed: int | None = 0, resamples: int = 2000) -> dict:
     """Trained minus baseline reward, paired by run seed and example, with a 95% bootstrap CI
     over test examples. The run-to-run std only shows sampling noise on one test set; this
-    interval also shows how much the gain depends on which examples were drawn."""
-    per_example = [statistics.fmean(f[j] - b[j] for b, f in zip(baseline["rewards"], final["rewards"]))
-                   for j in range(len(baseline["rewards"][0]))]
+    interval also shows how much the gain depends on which examples were drawn.
+
+    Only examples answered in every run of both arms count: a call the provider never answered
+    is no evidence either way (`excluded_examples` says how many were left out)."""
+    total = len(baseline["rewards"][0])
+    both = [j for j in range(total)
+            if all(r[j] is not None for r in baseline["rewards"]) and all(r[j] is not None for r in final["rewards"])]
+    if not both:
+        return {"reward_difference": None, "ci95": None, "examples": 0, "excluded_examples": total,
+                "examples_improved": 0, "examples_worsened": 0, "bootstrap_resamples": 0}
+    per_example = [statistics.fmean(f[j] - b[j] for b, f in zip(baseline["rewards"], final["rewards"])) for j in both]
     rng = random.Random(seed)
     n = len(per_example)
     means = sorted(statistics.fmean(per_example[rng.randrange(n)] for _ in range(n)) for _ in range(resamples))
@@ -36,6 +45,7 @@ def paired_comparison(baseline: dict, final: dict, seed: int | None = 0, resampl
         "reward_difference": statistics.fmean(per_example),
         "ci95": [means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]],
         "examples": n,
+        "excluded_examples": total - n,
         "examples_improved": sum(d > 0 for d in per_example),
         "examples_worsened": sum(d < 0 for d in per_example),
         "bootstrap_resamples": resamples,
@@ -71,10 +81,10 @@ def _fmt(result: dict | None, key: str) -> str:
 
 
 def write_report(out: Path, title: str, phases: dict[str, dict | None], *, test_size: int, comparison=None,
-                 history=(), best=None, usage: dict, program, status: str, notes=()) -> None:
+                 history=(), best=None, usage: dict, program, status: str, notes=(), reason: str = "") -> None:
     """report.md: the numbers, the plots, the history, the LM usage and the learned prompts."""
     present = {label: r for label, r in phases.items() if r}
-    lines = [f"# {title}", "", f"Status: **{status}**", *notes, ""]
+    lines = [f"# {title}", "", f"Status: **{status}**" + (f" - {reason}" if reason else ""), *notes, ""]
     if present:
         labels = list(present)
         lines += ["| metric | " + " | ".join(f"{label} (mean ± std)" for label in labels) + " |",
@@ -85,12 +95,17 @@ def write_report(out: Path, title: str, phases: dict[str, dict | None], *, test_
         runs = f"{nb} run" + ("s" if nb != 1 else "")
         lines += ["", f"Mean ± sample std over {runs} on the same {test_size} test examples, each run with its "
                   "own seed" + (" (baseline and trained runs share the seeds)." if len(present) > 1 else "."), ""]
-    if comparison:
+    if comparison and comparison["examples"]:
         low, high = comparison["ci95"]
+        excluded = comparison.get("excluded_examples", 0)
         lines += [f"Paired difference (trained − baseline reward, per example, averaged over runs): "
                   f"**{comparison['reward_difference']:+.3f}**, 95% bootstrap CI [{low:+.3f}, {high:+.3f}] over "
                   f"{comparison['examples']} test examples; {comparison['examples_improved']} improved, "
-                  f"{comparison['examples_worsened']} worsened.", ""]
+                  f"{comparison['examples_worsened']} worsened."
+                  + (f" {excluded} examples without an answer from the provider in some run were left out."
+                     if excluded else ""), ""]
+    elif comparison:
+        lines += ["No paired difference: no test example was answered in every run of both arms.", ""]
     if best:
         when = "the untrained program" if best["epoch"] < 0 else f"epoch {best['epoch'] + 1}"
         lines += [f"Best checkpoint: `{Path(best['path']).name}` ({when}, {best['monitor']} = {best['value']:.3f}).", ""]

@@ -1,0 +1,126 @@
+"""Runs against a failing provider (a scripted server on loopback): an outage is reported as an
+outage - status.json, a non-zero exit, no conclusion drawn from calls that got no answer - and a
+flaky provider within the budget still gives an honest result. SIGTERM stops a run gracefully."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from promptrl.cli import app
+
+from fake_openai import fake_openai_server
+
+runner = CliRunner()
+SMALL = ["language_model=openai", "language_model.num_retries=1", "language_model.concurrency=2",
+         "nb_runs=2", "epochs=1", "dataset.train_size=6", "dataset.val_size=4", "dataset.test_size=10",
+         "--no-progress"]
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    with fake_openai_server() as served:
+        yield served
+
+
+def train(url, run_dir, *extra):
+    return runner.invoke(app, ["train", "+optimizer=random_few_shot", *SMALL, f"language_model.api_base={url}",
+                               f"hydra.run.dir={run_dir}", *extra])
+
+
+def read(run_dir, name):
+    return json.loads((run_dir / name).read_text())
+
+
+def test_an_always_failing_provider_is_an_outage_not_a_result(server, tmp_path):
+    url, recorder = server
+    recorder.actions = [{"status": 500, "body": "internal error"}] * 1000
+    result = train(url, tmp_path, "language_model.max_consecutive_failures=4")
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "looks down: 4 calls in a row failed" in errors[0]
+    status = read(tmp_path, "status.json")
+    assert status["status"] == "failed" and "looks down" in status["reason"] and status["phase"] == "baseline"
+    assert len(recorder.requests) <= 4 * 2 + 2 * 2  # the breaker stopped it: no paying for the rest
+    assert not (tmp_path / "comparison.json").exists() and not (tmp_path / "final.json").exists()
+    assert "Status: **failed** - language model" in (tmp_path / "report.md").read_text()
+    usage = read(tmp_path, "usage.json")["language_models"]["program"]
+    assert usage["failures"] >= 4 and usage["retries"] >= 4
+
+
+def test_an_outage_mid_run_stops_it_without_a_paired_conclusion(server, tmp_path):
+    url, recorder = server
+    recorder.actions = [{}] * 25 + [{"status": 503}] * 1000  # the baseline passes, then the provider goes down
+    result = train(url, tmp_path, "language_model.max_consecutive_failures=1000")
+    assert result.exit_code == 1
+    status = read(tmp_path, "status.json")
+    assert status["status"] == "failed" and "max_failure_rate" in status["reason"]
+    assert (tmp_path / "baseline.json").exists() and not (tmp_path / "comparison.json").exists()
+    assert "paired difference" not in result.output
+
+
+def test_a_flaky_provider_within_budget_gives_an_honest_ok(server, tmp_path):
+    url, recorder = server
+    # One call in the baseline's first run gets no answer (no retries here).
+    recorder.actions = [{"status": 503}]
+    result = train(url, tmp_path, "max_failure_rate=0.2", "language_model.num_retries=0")
+    assert result.exit_code == 0, result.output
+    status = read(tmp_path, "status.json")
+    assert status["status"] == "ok" and status["infra_failures"] == {"baseline run 1": "1/10"}
+    baseline = read(tmp_path, "baseline.json")
+    first = baseline["rewards"][0]
+    assert baseline["runs"][0]["infra_failures"] == 1 and first.count(None) == 1
+    answered = [r for r in first if r is not None]
+    assert baseline["runs"][0]["reward"] == pytest.approx(sum(answered) / 9)  # over the 9 answered, not 10
+    comparison = read(tmp_path, "comparison.json")
+    assert comparison["examples"] == 9 and comparison["excluded_examples"] == 1
+    assert "1 left out: no answer in some run" in result.output
+
+
+def test_an_empty_test_split_is_one_line(tmp_path):
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"question": f"{i}?", "answer": f"{i}"}) + "\n"
+                                                  for i in range(20)))
+    (tmp_path / "test.jsonl").write_text("")
+    result = runner.invoke(app, [
+        "evaluate", "dataset=jsonl", f"dataset.train_path={tmp_path / 'train.jsonl'}",
+        f"dataset.test_path={tmp_path / 'test.jsonl'}",
+        "language_model._target_=promptrl.testing.sentiment_student", "--no-progress",
+        f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.exit_code == 1
+    assert [line for line in result.output.splitlines() if line.startswith("error:")][0].startswith("error: dataset")
+    assert "no test examples" in result.output
+    assert read(tmp_path / "run", "status.json")["status"] == "failed"
+
+
+def test_sigterm_stops_a_run_gracefully_and_keeps_its_files(server, tmp_path):
+    url, recorder = server
+    recorder.delay = lambda text: 0.3  # slow enough to be stopped mid-training
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "promptrl.cli", "train", "+optimizer=random_few_shot", *SMALL,
+         f"language_model.api_base={url}", "nb_runs=1", "dataset.test_size=4", "dataset.train_size=16",
+         f"hydra.run.dir={tmp_path}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until training has started
+        status = (tmp_path / "status.json").read_text() if (tmp_path / "status.json").exists() else ""
+        if '"phase": "fit"' in status and len(recorder.requests) > 4 + 4 + 2:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    status = read(tmp_path, "status.json")
+    assert status["status"] == "interrupted" and status["phase"] == "fit"
+    usage = read(tmp_path, "usage.json")["language_models"]["program"]
+    assert usage["calls"] + usage["cancelled"] >= len(recorder.requests) - 1
+    assert (tmp_path / "last.program.json").exists() and (tmp_path / "baseline.json").exists()
+    assert "Status: **interrupted**" in (tmp_path / "report.md").read_text()
