@@ -297,6 +297,8 @@ def train(
             typer.echo(f"paired difference trained - baseline: {c['reward_difference']:+.3f} "
                        f"(95% CI {c['ci95'][0]:+.3f} to {c['ci95'][1]:+.3f} over {c['examples']} test examples{left_out})")
         _print_usage(result["usage"])
+        if result["status"]["status"] != "ok":
+            typer.echo(f"status: {result['status']['status']} - {result['status']['reason']}")
         typer.echo(f"run dir: {output_dir}")
         # The job's value for sweepers that optimize (Optuna): a validation score, never a test score.
         return result["best"]["value"] if result["best"] else None

@@ -27,3 +27,8 @@ class LanguageModelUnavailable(UserError):
 
 class FailureBudgetExceeded(UserError):
     """Too many calls of a phase got no answer from the provider for its scores to mean anything."""
+
+
+class BudgetReached(Exception):
+    """A spending limit (budget.max_calls, max_tokens, max_cost) was reached: no new call starts.
+    Not an error: the run stops cleanly with status `budget_reached`."""

@@ -143,7 +143,9 @@ class LanguageModel:
         self.structured_output = structured_output
         self.transport = transport
         self.max_consecutive_failures = max_consecutive_failures  # the circuit breaker
+        self.budget = None  # an engine.budget.Budget shared by a run's models
         self._consecutive_infra_failures = 0
+        self._tripped = ""  # why the circuit breaker opened: the provider is down for this run
         self.extra = extra
         self.usage = Usage()
         self.usage_by_role: dict[str, Usage] = {}
@@ -242,6 +244,10 @@ class LanguageModel:
         if cache is not None and key in cache:
             self._account(cache_hits=1)
             return output_model.model_validate_json(cache[key])
+        if self._tripped:
+            raise LanguageModelUnavailable(self._tripped)
+        if self.budget is not None:
+            self.budget.start_call(self)  # no new paid call once a spending limit is reached
 
         try:
             completion = await self._request(messages, output_model, schema, seed)
@@ -261,11 +267,12 @@ class LanguageModel:
                 # timeouts, 429, 5xx after the retries: no answer, not a wrong one
                 self._consecutive_infra_failures += 1
                 if self._consecutive_infra_failures >= self.max_consecutive_failures:
-                    raise LanguageModelUnavailable(
+                    self._tripped = (  # every later call stops at once: the provider is down
                         f"language model '{self.model}' looks down: {self._consecutive_infra_failures} calls in a row "
                         f"failed after {self.num_retries} retries each (last: {type(error).__name__}: {message}); "
                         "stopped before paying for the rest - try again later, or raise "
-                        "language_model.max_consecutive_failures") from error
+                        "language_model.max_consecutive_failures")
+                    raise LanguageModelUnavailable(self._tripped) from error
                 raise PredictionError(f"{self.model}: no answer: {type(error).__name__}: {message}",
                                       infrastructure=True) from error
             if is_request_error(error):  # about this one request (context length, content filter)

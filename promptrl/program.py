@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -14,6 +13,7 @@ from promptrl.io import atomic_write_json
 from promptrl.language_model import LanguageModel
 from promptrl.modules import Generator, Input, Module, RunContext, SymbolicNode, merge_data_models
 from promptrl.registry import lookup_data_model, lookup_module, module_kind
+from promptrl.engine.scheduler import run_all
 
 FORMAT = "promptrl.program/1"
 RESERVED_LOG_KEYS = ("reward", "failures", "infra_failures")
@@ -111,7 +111,7 @@ class Program:
             if len(ready) == 1:  # a chain: no task to create
                 outputs = [await ready[0].module.call(self._merge(ready[0].parents, values), ctx)]
             else:
-                outputs = await asyncio.gather(*(n.module.call(self._merge(n.parents, values), ctx) for n in ready))
+                outputs = await run_all(n.module.call(self._merge(n.parents, values), ctx) for n in ready)
             for node, output in zip(ready, outputs):
                 values[id(node)] = output.model_dump()
             pending = [n for n in pending if id(n) not in values]

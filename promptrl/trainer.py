@@ -9,7 +9,6 @@ prediction by index.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import statistics
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from promptrl.callbacks import Callback, CallbackList
 from promptrl.errors import PredictionError, UserError
 from promptrl.modules import RunContext
 from promptrl.seeding import derive_seed
+from promptrl.engine.scheduler import run_all
 
 
 @dataclass
@@ -50,7 +50,7 @@ async def _run_one(program, index: int, x, seed: int | None, trace: bool) -> Pre
 
 async def run_batch(program, xs, indices, seed: int | None, trace: bool = False) -> list[Prediction]:
     """Run examples concurrently; the result list is in the order of `xs`, whatever finishes first."""
-    return list(await asyncio.gather(*(_run_one(program, i, x, seed, trace) for i, x in zip(indices, xs))))
+    return await run_all(_run_one(program, i, x, seed, trace) for i, x in zip(indices, xs))
 
 
 async def score(program, predictions: list[Prediction], ys) -> list[Prediction]:
@@ -120,7 +120,7 @@ async def predict(program, x, batch_size: int = 8, seed: int | None = None, call
             done += 1
             callbacks.on_test_batch_end(done)
 
-    await asyncio.gather(*(worker() for _ in range(min(stream_window(program), len(x)))))
+    await run_all(worker() for _ in range(min(stream_window(program), len(x))))
     callbacks.on_test_end()
     return results
 

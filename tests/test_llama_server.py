@@ -5,7 +5,6 @@ The server knows only the llama.cpp form of structured output, so `auto` must fi
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys

@@ -124,3 +124,29 @@ def test_sigterm_stops_a_run_gracefully_and_keeps_its_files(server, tmp_path):
     assert usage["calls"] + usage["cancelled"] >= len(recorder.requests) - 1
     assert (tmp_path / "last.program.json").exists() and (tmp_path / "baseline.json").exists()
     assert "Status: **interrupted**" in (tmp_path / "report.md").read_text()
+
+
+def test_a_call_budget_stops_training_and_keeps_the_final_evaluations(server, tmp_path):
+    url, recorder = server
+    # baseline: 2 runs x 10 = 20 calls; 30 allowed with 20 held back for the final runs: fit gets 10
+    result = train(url, tmp_path, "budget.max_calls=50", "dataset.train_size=16", "epochs=3")
+    assert result.exit_code == 0, result.output
+    status = read(tmp_path, "status.json")
+    assert status["status"] == "budget_reached" and "calls" in status["reason"]
+    final = read(tmp_path, "final.json")
+    assert final["nb_runs"] == 2 and len(final["rewards"][0]) == 10  # the final runs ran in full
+    usage = read(tmp_path, "usage.json")
+    fit_calls = usage["language_models"]["program"]["calls"] - 40
+    assert fit_calls == 10  # calls are counted when they start: the limit is exact
+    assert usage["budget"]["limits"] == {"max_calls": 50}
+    assert (tmp_path / "last.program.json").exists()
+    assert "status: budget_reached" in result.output
+
+
+def test_a_budget_without_reserve_stops_before_the_final_runs(server, tmp_path):
+    url, recorder = server
+    result = train(url, tmp_path, "budget.max_calls=25", "budget.reserve_final=false")
+    assert result.exit_code == 0, result.output
+    assert read(tmp_path, "status.json")["status"] == "budget_reached"
+    assert not (tmp_path / "final.json").exists() and (tmp_path / "baseline.json").exists()
+    assert read(tmp_path, "usage.json")["language_models"]["program"]["calls"] == 25

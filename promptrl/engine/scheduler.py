@@ -103,6 +103,23 @@ def retrying(num_retries: int, before_sleep=None) -> AsyncRetrying:
     )
 
 
+async def run_all(coroutines) -> list:
+    """Run coroutines concurrently, results in order. When one fails, the others are cancelled -
+    or, for BudgetReached, allowed to finish (their calls are already paid) - and waited for, so
+    every call is accounted before the error goes up (asyncio.gather alone leaves them running)."""
+    from promptrl.errors import BudgetReached
+
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException as error:
+        if not isinstance(error, BudgetReached):
+            for task in tasks:
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 def is_overload(error: BaseException) -> bool:
     return any(t in type(error).__name__ for t in _OVERLOAD) or retry_after(error) is not None
 

@@ -124,3 +124,15 @@ def build_optimizer(cfg: DictConfig, program_language_model):
         kwargs["language_model"] = (instantiate_node(spec, "optimizer_language_model") if spec
                                     else program_language_model.clone(**TEACHER_DEFAULTS))
     return instantiate_node(node, "optimizer", **kwargs), kwargs.get("language_model")
+
+
+def build_budget(cfg: DictConfig):
+    """`budget: {max_calls, max_tokens, max_cost, reserve_final, roles: {optimizer: {max_cost: ..}}}`."""
+    from promptrl.engine.budget import Budget
+
+    node = dict(container(cfg, "budget") or {}) if "budget" in cfg else {}
+    reserve_final = bool(node.pop("reserve_final", False))
+    try:
+        return Budget(**node), reserve_final
+    except TypeError as error:
+        raise UserError(f"budget: {error}; it takes max_calls, max_tokens, max_cost, reserve_final, roles") from None

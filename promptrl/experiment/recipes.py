@@ -20,10 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from promptrl import plots
 from promptrl.callbacks import Callback, HistoryLogger, ProgramCheckpoint, ProgressBar
-from promptrl.errors import UserError
+from promptrl.errors import BudgetReached, UserError
 from promptrl.experiment.build import (
-    instantiate_node, build_optimizer, build_program, build_scorers, build_splits, check_run_keys, container,
-    trust_configured_modules,
+    instantiate_node, build_budget, build_optimizer, build_program, build_scorers, build_splits, check_run_keys,
+    container, trust_configured_modules,
 )
 from promptrl.experiment.results import aggregate, paired_comparison, usage_report, write_report
 from promptrl.experiment.status import RunStatus, check_failure_budget
@@ -103,6 +103,9 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
         program, lm = build_program(cfg, dataset)
         reward, metrics = build_scorers(cfg)
         optimizer, teacher = build_optimizer(cfg, lm)
+        budget, reserve_final = build_budget(cfg)
+        budget.watch("program", lm)
+        budget.watch("optimizer", teacher)
         program.compile(reward=reward, optimizer=optimizer, metrics=metrics)
         program.metadata = {"task_name": cfg.task_name, "seed": cfg.seed, "dataset": container(cfg, "dataset")}
         _write_config(cfg, out)
@@ -126,7 +129,7 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
     lms = {"program": lm, "optimizer": teacher}
     baseline = final = best = comparison = None
     history: list[dict] = []
-    status, reason, fitting = "failed", "", False
+    status, reason, fitting, budget_stop = "failed", "", False, ""
     logger = HistoryLogger(out / "history.jsonl", out / "history.csv")
     try:
         run_status.phase("baseline")
@@ -136,13 +139,24 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
             run_status.phase("fit")
             callbacks += [logger, FailureBudget(cfg.max_failure_rate, len(train), len(val), run_status)]
             callbacks += [ProgressBar("fit ")] if progress else []
+            if reserve_final and budget.active:  # the final evaluations cost what the baseline cost
+                budget.reserve(budget.spent())
             fitting = True
-            await program.fit(train.x, train.y, validation_data=(val.x, val.y), epochs=cfg.epochs,
-                              batch_size=cfg.batch_size, callbacks=callbacks, seed=cfg.seed, validate_initial=True)
+            try:
+                await program.fit(train.x, train.y, validation_data=(val.x, val.y), epochs=cfg.epochs,
+                                  batch_size=cfg.batch_size, callbacks=callbacks, seed=cfg.seed,
+                                  validate_initial=True)
+            except BudgetReached as reached:
+                budget_stop = str(reached)
+                log(f"{budget_stop}: training stopped; the best checkpoint so far is kept")
             fitting = False
+            if budget_stop and not reserve_final:
+                raise BudgetReached(budget_stop)
+            budget.reserve({})
             program.save(out / "last.program.json")  # where training stopped, optimizer state included (resume)
             history = logger.records
-            plots.plot_history(history, out / "history.png", title=f"Training history - {cfg.task_name}")
+            if any("reward" in record for record in history):  # at least one training epoch to draw
+                plots.plot_history(history, out / "history.png", title=f"Training history - {cfg.task_name}")
             checkpoint = next((c for c in callbacks if isinstance(c, ProgramCheckpoint) and c.best_path), None)
             if checkpoint is not None:
                 best = {"path": checkpoint.best_path, "epoch": checkpoint.best_epoch,
@@ -151,6 +165,9 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
                 program.set_trainable_variables(Program.load(checkpoint.best_path, lm).trainable_variables)
                 when = "the untrained program" if best["epoch"] < 0 else f"epoch {best['epoch'] + 1}"
                 log(f"reloaded best checkpoint: {when}, {best['monitor']}={best['value']:.3f}")
+            elif budget_stop:  # stopped before any validation: never evaluate prompts nobody validated
+                program.set_trainable_variables(Program.load(out / "initial.program.json", lm).trainable_variables)
+                log("no validated checkpoint before the budget stop: the final runs use the untrained program")
             run_status.phase("final")
             final = await run_evaluations(program, test, cfg, "final", out, progress, log, run_status)
             comparison = paired_comparison(baseline, final, seed=cfg.seed)
@@ -158,15 +175,20 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
             plots.plot_metrics_comparison_with_mean_and_std(
                 {"baseline": baseline, "trained": final}, out / "comparison.png",
                 title=f"Baseline vs trained - {cfg.task_name} (n={cfg.nb_runs} runs)")
-        status = "ok"
+        status, reason = ("budget_reached", budget_stop) if budget_stop else ("ok", "")
+    except BudgetReached as reached:  # before any training, or training stopped without reserve_final
+        status, reason = "budget_reached", str(reached)
+        log(f"{reason}: run stopped; every file written so far is kept")
     except BaseException as error:
         status, reason = _ending(error)
         raise
     finally:
-        if fitting:  # stopped in the middle of training: keep where it got to
+        if fitting or budget_stop:  # stopped in the middle of training: keep where it got to
             program.save(out / "last.program.json")
             history = logger.records
         usage = usage_report(lms, started, _embedders(program))
+        if budget.active:
+            usage["budget"] = budget.report()
         atomic_write_json(out / "usage.json", usage)
         notes = [] if optimizer else ["", "No optimizer: baseline evaluations only (add +optimizer=random_few_shot)."]
         write_report(out, f"promptrl train: {cfg.task_name}", {"baseline": baseline, "trained": final},

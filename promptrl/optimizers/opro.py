@@ -10,7 +10,6 @@ every score it got, so one lucky minibatch does not make it look best forever.
 
 from __future__ import annotations
 
-import asyncio
 
 from promptrl.data_model import DataModel, Field
 from promptrl.checks import check_number
@@ -18,6 +17,7 @@ from promptrl.errors import UserError
 from promptrl.optimizers.base import Optimizer, as_json, describe_fields, mean
 from promptrl.optimizers.random_few_shot import RandomFewShot
 from promptrl.seeding import derive_seed
+from promptrl.engine.scheduler import run_all
 
 
 class ProposedInstruction(DataModel):
@@ -102,7 +102,7 @@ class OPRO(Optimizer):
         best_instruction, best_reward = current, await self.score_instructions(program, generator, current, batch)
         self.record(generator, current, best_reward)
         messages = self.meta_prompt(generator, predictions)
-        proposals = await asyncio.gather(*(  # concurrent, bounded by the teacher's semaphore
+        proposals = await run_all((  # concurrent, bounded by the teacher's window
             self.ask(self.language_model, messages, ProposedInstruction,
                      seed=derive_seed(self.seed, "opro", self.step, generator.name, i))
             for i in range(self.nb_candidates)))

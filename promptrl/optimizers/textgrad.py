@@ -9,7 +9,6 @@ feedback; an update that lowers the reward on a validation minibatch is reverted
 
 from __future__ import annotations
 
-import asyncio
 
 from promptrl.data_model import DataModel, Field
 from promptrl.checks import check_number
@@ -17,6 +16,7 @@ from promptrl.errors import UserError
 from promptrl.modules import Generator
 from promptrl.optimizers.base import Optimizer, as_json
 from promptrl.seeding import derive_seed
+from promptrl.engine.scheduler import run_all
 
 
 class Critique(DataModel):
@@ -132,7 +132,7 @@ class TextGrad(Optimizer):
             return
         self.step += 1
         feedback: dict[str, list[str]] = {}
-        for gradients in await asyncio.gather(*(self.gradients(program, p) for p in poor)):
+        for gradients in await run_all(self.gradients(program, p) for p in poor):
             for module, critiques in gradients.items():
                 feedback.setdefault(module, []).extend(critiques)
         for generator in program.generators:
