@@ -185,16 +185,6 @@ class HydraJob:
             _fail(str(error))
 
 
-def _stop_gracefully_on_sigterm() -> None:
-    """SIGTERM (a scheduler, `kill`) stops a run as Ctrl-C does: asyncio cancels the run, which
-    writes usage.json, report.md, last.program.json and status.json 'interrupted' before exiting."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-
-
 def _plain(cfg):
     from omegaconf import OmegaConf
 
@@ -211,7 +201,6 @@ def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, d
 
     _guard_outputs(args)
     _collect_composed_secrets(config_name, args)
-    _stop_gracefully_on_sigterm()
 
     if debug:
         os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -328,7 +317,9 @@ def evaluate(
     if checkpoint is not None:
         if not checkpoint.is_file():
             _fail(f"checkpoint not found: {checkpoint}; pass the path of a *.program.json from a run dir")
-        args.append(f"checkpoint={checkpoint.resolve()}")
+        # Quoted: a path with ',' or "'" must stay one value of Hydra's override grammar.
+        quoted = str(checkpoint.resolve()).replace("\\", "\\\\").replace("'", "\\'")
+        args.append(f"checkpoint='{quoted}'")
     if trust_checkpoint_endpoint:
         args.append("trust_checkpoint_endpoint=true")
     # A checkpoint keeps its own language model; `language_model=NAME` replaces it,

@@ -62,6 +62,10 @@ def data_model_from_spec(name: str, fields: dict[str, Any], description: str | N
         raise UserError(f"data model '{name}' has no fields; give at least one, e.g. {{answer: {{type: str}}}}")
     definitions = {}
     for field, spec in fields.items():
+        if not isinstance(field, str) or not field.isidentifier() or field.startswith(("_", "model_")) \
+                or hasattr(pydantic.BaseModel, field):
+            raise UserError(f"data model '{name}': field name {field!r} is not allowed; use a Python identifier "
+                            "that does not start with '_' or 'model_'")
         if spec is not None and not isinstance(spec, (str, typing.Mapping)):
             raise UserError(f"data model '{name}' field '{field}': expected a type name or "
                             f"{{type: ..., description: ...}}, got {spec!r}")

@@ -63,7 +63,7 @@ class Usage:
     calls: int = 0
     cache_hits: int = 0
     failures: int = 0
-    retries: int = 0  # attempts sent again after a transient error (counted once in calls)
+    retries: int = 0  # requests sent again (transient error, structured-output fallback); one call each
     cancelled: int = 0  # calls stopped in flight (SIGINT/SIGTERM); they may still be billed
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -161,6 +161,13 @@ class LanguageModel:
             self._transport = LiteLLMTransport(self)
 
     @property
+    def endpoint(self) -> str:
+        """Where calls go: the URL the lean transport posts to, the api_base, or the model file."""
+        if self.is_local:
+            return local_model_path(self.model, self.model_path)
+        return getattr(self._transport, "api_base", None) or self.api_base or "the provider's default endpoint"
+
+    @property
     def is_local(self) -> bool:
         return is_local_model(self.model)
 
@@ -251,9 +258,6 @@ class LanguageModel:
 
         try:
             completion = await self._request(messages, output_model, schema, seed)
-        except asyncio.CancelledError:
-            self._account(calls=1, cancelled=1)
-            raise
         except UserError:  # bad key, unknown model, missing model file: stop, do not score 0
             raise
         except Exception as error:  # noqa: BLE001 - classified below by what it is, not when it happens
@@ -308,7 +312,8 @@ class LanguageModel:
             first_error = error
         self._account(retries=1)
         await asyncio.sleep(backoff(1, first_error))
-        async for attempt in retrying(self.num_retries - 1, before_sleep=lambda _: self._account(retries=1)):
+        async for attempt in retrying(self.num_retries - 1, before_sleep=lambda _: self._account(retries=1),
+                                      attempts_before=1):
             with attempt:
                 return await self._attempt(messages, output_model, schema, seed)
 
@@ -320,12 +325,16 @@ class LanguageModel:
                 try:
                     completion = await self._transport.complete(messages, output_model, schema, seed,
                                                                 None if self.is_local else fmt)
+                except asyncio.CancelledError:  # on the wire when the run was stopped: it may be billed
+                    self._account(calls=1, cancelled=1, latency_s=time.perf_counter() - started)
+                    raise
                 except UserError:
                     raise
                 except Exception as error:
                     self._account(latency_s=time.perf_counter() - started)
                     self.limiter.on_error(error)
                     if not self.is_local and self.structured.rejected(mode, error):
+                        self._account(retries=1)
                         continue  # sent again at once in the next mode
                     if not self.is_local and self.structured.setting != "auto" and about_format(error):
                         raise LanguageModelUnavailable(
@@ -337,6 +346,11 @@ class LanguageModel:
                 self.limiter.on_success(latency)
                 self.structured.confirm(mode)
                 return completion
+
+
+def provider_of(model: str) -> str:
+    """`openai` for `openai/gpt-4o-mini`, `local` for the embedded model."""
+    return model.split("/", 1)[0] if "/" in model else model
 
 
 @functools.lru_cache(maxsize=1024)

@@ -239,26 +239,13 @@ class Program:
         built: dict[str, SymbolicNode] = {}
         for entry in state["nodes"]:
             node = entry["name"]
-            if entry["kind"] == "Input":
-                built[node] = Input(_load_data_model(entry["data_model"], node), name=node)
-                continue
-            module_cls = lookup_module(entry["kind"], node)
-            kwargs = dict(entry["config"])
             try:
-                if issubclass(module_cls, Generator):
-                    if entry["data_model"] is None or entry["language_model"] is None:
-                        raise ValueError("a generator needs data_model and language_model")
-                    module = module_cls(data_model=_load_data_model(entry["data_model"], node),
-                                        language_model=lms[entry["language_model"]],
-                                        instructions=kwargs.pop("initial_instructions", None), **kwargs)
-                else:
-                    module = module_cls(**kwargs)
-                if entry["variables"] is not None:
-                    module.set_variables(entry["variables"])
-                parents = [built[p] for p in entry["parents"]]
-                built[node] = module(parents if len(parents) > 1 else parents[0])
-            except (TypeError, ValueError, KeyError, AttributeError) as error:
-                raise UserError(f"checkpoint node '{node}' cannot be rebuilt ({type(error).__name__}: {error}); "
+                built[node] = _build_node(entry, built, lms)
+            except UserError:
+                raise
+            except Exception as error:  # noqa: BLE001 - whatever a hand-edited file does, one line naming the node
+                message = " ".join(str(error).split())[:200]
+                raise UserError(f"checkpoint node '{node}' cannot be rebuilt ({type(error).__name__}: {message}); "
                                 "was the file edited by hand?") from None
         program = cls(
             inputs=[built[n] for n in state["inputs"]],
@@ -269,6 +256,26 @@ class Program:
         program.saved_optimizer_state = state.get("optimizer")
         program.metadata = dict(state.get("metadata") or {})
         return program
+
+
+def _build_node(entry: dict, built: dict, lms: dict) -> SymbolicNode:
+    node = entry["name"]
+    if entry["kind"] == "Input":
+        return Input(_load_data_model(entry["data_model"], node), name=node)
+    module_cls = lookup_module(entry["kind"], node)
+    kwargs = dict(entry["config"])
+    if issubclass(module_cls, Generator):
+        if entry["data_model"] is None or entry["language_model"] is None:
+            raise ValueError("a generator needs data_model and language_model")
+        module = module_cls(data_model=_load_data_model(entry["data_model"], node),
+                            language_model=lms[entry["language_model"]],
+                            instructions=kwargs.pop("initial_instructions", None), **kwargs)
+    else:
+        module = module_cls(**kwargs)
+    if entry["variables"] is not None:
+        module.set_variables(entry["variables"])
+    parents = [built[p] for p in entry["parents"]]
+    return module(parents if len(parents) > 1 else parents[0])
 
 
 def read_state(path) -> dict:
@@ -313,6 +320,10 @@ def check_state(state) -> dict:
             raise UserError(f"malformed program file: node '{node}' uses unknown language model "
                             f"'{entry['language_model']}'")
         seen.add(node)
+    metadata = checked["metadata"]
+    if not isinstance(metadata.get("seed"), (int, type(None))) or isinstance(metadata.get("seed"), bool) \
+            or not isinstance(metadata.get("dataset"), (dict, type(None))):
+        raise UserError("malformed program file: metadata.seed must be an integer and metadata.dataset a mapping")
     for key in ("inputs", "outputs"):
         unknown = [n for n in checked[key] if n not in seen]
         if unknown or not checked[key]:

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 MASK = "***"
 # api_key, openai_api_key, x-api-key, access_token, aws_secret_access_key, password, authorization,
 # cookie... but not max_tokens, prompt_tokens or TOKENIZERS_PARALLELISM.
-_SECRET_KEY = re.compile(r"(api[_-]?key|(^|[_-])token($|[_-])|secret|passw(or)?d|authorization|credential|cookie|"
+_SECRET_KEY = re.compile(r"(api[_-]?key|(^|[_-])key$|(^|[_-])pat$|(^|[_-])token($|[_-])|secret|passw(or)?d|authorization|credential|cookie|"
                          r"(^|[_-])auth$|private[_-]?key)", re.IGNORECASE)
 _NOT_SECRET_KEY = re.compile(r"tokens$", re.IGNORECASE)
 _HEADERS_KEY = re.compile(r"headers$", re.IGNORECASE)
@@ -97,19 +97,34 @@ def collect_from_environment(environ=None) -> None:
 
 
 def collect_from_overrides(overrides: Iterable[str]) -> None:
-    """Hydra command-line overrides: `+language_model.api_key=KEY`, `...extra_headers={x-api-key: KEY}`."""
-    import yaml
-
+    """Hydra command-line overrides: `+language_model.api_key=KEY`, `...extra_headers={x-api-key: KEY}`,
+    and every value of a sweep (`api_key=KEY1,KEY2`): each job's line shows only its own."""
     for override in overrides:
-        key, sep, value = str(override).lstrip("+~").partition("=")
+        key, sep, raw = str(override).lstrip("+~").partition("=")
         if not sep:
             continue
+        collect_from_text(raw)
+        for value in _override_values(str(override), raw):
+            collect(_nest(key.split("."), value))
+            if isinstance(value, str):
+                collect_from_text(value)
+
+
+def _override_values(override: str, raw: str) -> list:
+    """The value(s) of one override, as Hydra reads them (each choice of a sweep)."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_override(override)
+        return list(parsed.sweep_iterator()) if parsed.is_sweep_override() else [parsed.value()]
+    except Exception:  # noqa: BLE001 - not Hydra's grammar (or no Hydra): read it as YAML, split a list
+        import yaml
+
         try:
-            parsed = yaml.safe_load(value)
+            value = yaml.safe_load(raw)
         except yaml.YAMLError:
-            parsed = value
-        collect(_nest(key.split("."), parsed))
-        collect_from_text(value)
+            value = raw
+        return [value, *(raw.split(",") if isinstance(value, str) and "," in raw else [])]
 
 
 def _nest(parts: list[str], value: Any) -> dict:

@@ -187,6 +187,11 @@ def test_trusted_modules_let_a_users_own_module_load(tmp_path, monkeypatch):
     (lambda s: {**s, "nodes": [s["nodes"][0], {**s["nodes"][1], "config": {"bogus": 1}}]}, "node 'gen'"),
     (lambda s: {**s, "outputs": ["nowhere"]}, "nowhere"),
     (lambda s: {**s, "nodes": [s["nodes"][0], s["nodes"][0]]}, "twice"),
+    (lambda s: {**s, "metadata": {"seed": [1, 2]}}, "metadata.seed"),
+    (lambda s: {**s, "nodes": [{**s["nodes"][0], "data_model": {"spec": {"name": "Q", "fields": {"_x": "str"}}}},
+                               s["nodes"][1]]}, "field name '_x'"),
+    (lambda s: {**s, "nodes": [s["nodes"][0], {**s["nodes"][1], "data_model": {"spec": {
+        "name": "A", "fields": {"model_config": "str"}}}}]}, "field name 'model_config'"),
 ])
 def test_valid_json_of_the_wrong_shape_is_one_line(tmp_path, mutate, message):
     state, path = saved_program(tmp_path)
@@ -240,7 +245,8 @@ def evaluate_checkpoint(tmp_path, path, *extra):
 def test_a_redirected_api_base_gets_no_request(tmp_path, servers):
     (users_url, users), (attackers_url, attackers) = servers
     path = tampered_sentiment_checkpoint(tmp_path, users_url, attackers_url)
-    result = evaluate_checkpoint(tmp_path, path, f"+language_model.api_base={users_url}")
+    result = evaluate_checkpoint(tmp_path, path, f"+language_model.api_base={users_url}",
+                                 "language_model.model=openai/gpt-4o-mini")
     assert result.exit_code == 0, result.output
     assert attackers.requests == []
     assert len(users.requests) == 3
@@ -255,9 +261,18 @@ def test_the_providers_own_endpoint_variable_is_used_not_the_file(tmp_path, serv
     (users_url, users), (attackers_url, attackers) = servers
     monkeypatch.setenv("OPENAI_BASE_URL", users_url)  # how the user points openai/ models at their server
     path = tampered_sentiment_checkpoint(tmp_path, users_url, attackers_url)
-    result = evaluate_checkpoint(tmp_path, path)
+    result = evaluate_checkpoint(tmp_path, path, "language_model.model=openai/gpt-4o-mini")
     assert result.exit_code == 0, result.output
     assert attackers.requests == [] and len(users.requests) == 3
+
+
+def test_the_file_cannot_pick_the_provider_that_receives_the_key(tmp_path, servers):
+    (users_url, users), (attackers_url, attackers) = servers
+    path = tampered_sentiment_checkpoint(tmp_path, users_url, attackers_url)
+    result = evaluate_checkpoint(tmp_path, path)  # the config's model is the local one
+    assert result.exit_code == 1
+    assert "language_model.model=openai/gpt-4o-mini" in one_error_line(result.output)
+    assert users.requests == [] and attackers.requests == []
 
 
 def test_trust_checkpoint_endpoint_restores_the_files_endpoint(tmp_path, servers):

@@ -84,7 +84,9 @@ def test_evaluate_changes_only_the_overridden_setting_of_a_checkpoints_model(tmp
     # a checkpoint of a scripted model cannot be rebuilt from JSON alone: give it the scripted one
     program = Program.load(checkpoint, sentiment_student(max_tokens=77, temperature=0.1))
     program.save(checkpoint)
+    # (its provider differs from the configured local one, so the model is named to be called)
     result = runner.invoke(app, ["evaluate", "--checkpoint", str(checkpoint), "language_model.temperature=0.9",
+                                 "language_model.model=scripted",
                                  "--runs", "1", "dataset.test_size=4", "--no-progress",
                                  f"hydra.run.dir={tmp_path / 'eval'}"])
     # the saved model is "scripted" (no backend outside tests): what matters is the config it got

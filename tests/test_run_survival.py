@@ -107,7 +107,9 @@ def test_sigterm_stops_a_run_gracefully_and_keeps_its_files(server, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "promptrl.cli", "train", "+optimizer=random_few_shot", *SMALL,
          f"language_model.api_base={url}", "nb_runs=1", "dataset.test_size=4", "dataset.train_size=16",
-         f"hydra.run.dir={tmp_path}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         f"hydra.run.dir={tmp_path}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as `cmd &` from a script starts it: SIGINT ignored, so SIGTERM must not lean on it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until training has started
         status = (tmp_path / "status.json").read_text() if (tmp_path / "status.json").exists() else ""

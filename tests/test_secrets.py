@@ -60,6 +60,8 @@ KEYS = {
     "x-api-key": "hdr-x-api-9z8y7x6w",
     "bearer": "bearer-5q4r3s2t1u",
     "userinfo": "urlpass-7h6g5f4e3d",
+    "swept_1": "sk-sweep-one-8d7c6b",
+    "swept_2": "sk-sweep-two-5a4f3e",
 }
 
 
@@ -79,7 +81,10 @@ def test_no_key_given_any_way_reaches_a_file_or_the_terminal(tmp_path):
                  "nb_runs=1", "dataset.test_size=2", "--no-progress"]
         runs = {
             "single": run_cli(["train", *given, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path),
-            "sweep": run_cli(["train", "-m", *given, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path),
+            # a sweep over two keys: Hydra's job lines show each job's own value
+            "sweep": run_cli(["train", "-m", *[g for g in given if "api_key" not in g],
+                              f"+language_model.api_key={KEYS['swept_1']},{KEYS['swept_2']}",
+                              f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path),
             "cfg": run_cli(["train", *given, "--cfg", "job"], tmp_path),
             # a key as URL userinfo, and a failure: its error line, config.yaml and --debug traceback
             "debug": run_cli(["evaluate", *given, "language_model.api_base="
@@ -89,6 +94,7 @@ def test_no_key_given_any_way_reaches_a_file_or_the_terminal(tmp_path):
         assert runs["single"].returncode == 0, runs["single"].stderr
         assert runs["sweep"].returncode == 0, runs["sweep"].stderr
         assert runs["cfg"].returncode == 0 and "extra_headers" in runs["cfg"].stdout
+        assert "#1 : " in runs["sweep"].stdout  # the job lines were printed (masked)
         assert runs["debug"].returncode != 0 and "Traceback" in runs["debug"].stderr
         # The keys were really used: the server saw them (so the greps below can fail).
         assert len(recorder.requests) == 2 + 2 * 2

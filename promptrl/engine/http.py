@@ -49,11 +49,12 @@ class InternalServerError(HTTPStatusError): ...
 class ServiceUnavailableError(HTTPStatusError): ...
 class BadGatewayError(HTTPStatusError): ...
 class APITimeoutError(Exception): ...
+class RequestTimeoutError(HTTPStatusError): ...  # 408: the server gave up waiting; try again
 class APIConnectionError(Exception): ...
 
 
 def _error_for(status: int, message: str, retry_after: str | None) -> HTTPStatusError:
-    cls = {429: RateLimitError, 502: BadGatewayError, 503: ServiceUnavailableError,
+    cls = {408: RequestTimeoutError, 429: RateLimitError, 502: BadGatewayError, 503: ServiceUnavailableError,
            504: ServiceUnavailableError}.get(status)
     if cls is None:
         cls = InternalServerError if status >= 500 else BadRequestError
@@ -125,7 +126,7 @@ class HTTPTransport:
         except (aiohttp.ClientError, ConnectionError) as error:  # reset, server disconnected
             raise APIConnectionError(f"Connection error: {type(error).__name__}: {error}") from error
         if status >= 400:
-            message = raw.decode("utf-8", "replace").strip()[:300]
+            message = " ".join(raw.decode("utf-8", "replace").split())[:300]  # one line, even from an HTML page
             if status in (401, 403, 404):
                 raise LanguageModelUnavailable(
                     f"language model '{self.lm.model}' at {self.api_base} refused the request (HTTP {status}: "

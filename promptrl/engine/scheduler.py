@@ -42,13 +42,14 @@ _CONFIGURATION_MESSAGES = ("LLM Provider NOT provided", "Unmapped LLM provider",
 
 
 _REQUEST_ERRORS = ("BadRequest", "ContextWindowExceeded", "ContentPolicy", "UnprocessableEntity")
+REQUEST_STATUS = (400, 409, 413, 422)
 
 
 def is_request_error(error: BaseException) -> bool:
     """A refusal of this one request (context length, content filter, a malformed body): the next
     request may well pass. Told by its HTTP status or class, never by when it happens."""
     status = getattr(error, "status_code", None)
-    return (status in (400, 409, 413, 422) or any(t in type(error).__name__ for t in _REQUEST_ERRORS)) \
+    return (status in REQUEST_STATUS or any(t in type(error).__name__ for t in _REQUEST_ERRORS)) \
         and not is_configuration_error(error)
 
 
@@ -59,7 +60,7 @@ def is_configuration_error(error: BaseException) -> bool:
     if any(text in str(error) for text in _CONFIGURATION_MESSAGES):
         return True
     return not is_retryable(error) and not any(t in type(error).__name__ for t in _REQUEST_ERRORS) \
-        and getattr(error, "status_code", None) not in (400, 409, 413, 422)
+        and getattr(error, "status_code", None) not in REQUEST_STATUS
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -93,11 +94,12 @@ def backoff(attempt: int, error: BaseException | None) -> float:
     return min(MAX_WAIT_S, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
 
 
-def retrying(num_retries: int, before_sleep=None) -> AsyncRetrying:
+def retrying(num_retries: int, before_sleep=None, attempts_before: int = 0) -> AsyncRetrying:
+    """Up to `num_retries` more attempts; `attempts_before` made already (the backoff keeps doubling)."""
     return AsyncRetrying(
         stop=stop_after_attempt(num_retries + 1),
         retry=retry_if_exception(is_retryable),
-        wait=lambda state: backoff(state.attempt_number, state.outcome.exception()),
+        wait=lambda state: backoff(attempts_before + state.attempt_number, state.outcome.exception()),
         before_sleep=before_sleep,
         reraise=True,
     )

@@ -23,7 +23,7 @@ SETTING = ("auto", *MODES)
 # server answers 500 to a request it cannot validate) with a message about the format - so a transient
 # 500 or a per-request 400 (context length) never changes the mode.
 _REJECTION_STATUS = (400, 415, 422, 500, 501)
-_ABOUT_FORMAT = re.compile(r"response_format|json_schema|json_object|schema|format", re.IGNORECASE)
+_ABOUT_FORMAT = re.compile(r"response_format|json_schema|json_object|guided_json|structured output", re.IGNORECASE)
 
 log = logging.getLogger("promptrl")
 
@@ -97,8 +97,8 @@ class StructuredOutput:
         """True when the call should be sent again in the (new) current mode: the server turned
         down `mode` before it ever worked."""
         with self._lock:
-            if mode != self.mode:  # another call in flight already moved on
-                return True
+            if mode != self.mode:  # another call in flight already moved on: send this one again too
+                return about_format(error)
             message = " ".join(str(error).split())
             if self.confirmed or mode == MODES[-1] or not about_format(error):
                 return False

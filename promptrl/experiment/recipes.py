@@ -28,7 +28,7 @@ from promptrl.experiment.build import (
 from promptrl.experiment.results import aggregate, paired_comparison, usage_report, write_report
 from promptrl.experiment.status import RunStatus, check_failure_budget
 from promptrl.io import atomic_write_json, atomic_write_text
-from promptrl.language_model import SETTING_KEYS, LanguageModel
+from promptrl.language_model import SETTING_KEYS, LanguageModel, provider_of
 from promptrl.program import Program, read_state
 from promptrl.secrets import scrub_config
 from promptrl.seeding import derive_seed
@@ -79,16 +79,43 @@ def _write_config(cfg, out: Path, **actual) -> None:
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(scrub_config(config))))
 
 
+def run_stoppable(coroutine):
+    """asyncio.run, where SIGTERM stops the run as Ctrl-C does: the run is cancelled, its
+    handlers write usage.json, report.md, last.program.json and status.json 'interrupted', then
+    KeyboardInterrupt goes up (a SIGINT ignored by a background shell does not matter here)."""
+    import signal
+
+    async def main():
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no Unix signals
+            pass
+        try:
+            return await coroutine
+        finally:
+            try:
+                loop.remove_signal_handler(signal.SIGTERM)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+
+
 def run_train(cfg: DictConfig, output_dir, progress: bool = True, log: Callable = print) -> dict:
     """The train recipe. Returns {"baseline", "final", "history", "best", "usage", "output_dir", "status"}."""
-    return asyncio.run(_train(cfg, Path(output_dir), progress, log))
+    return run_stoppable(_train(cfg, Path(output_dir), progress, log))
 
 
 def _ending(error: BaseException) -> tuple[str, str]:
     """(status, reason) of a run stopped by `error`."""
     if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
         return "interrupted", "stopped by SIGINT/SIGTERM; every file written so far is kept"
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = " ".join(str(error).split())[:500]
     return "failed", text if isinstance(error, UserError) else f"{type(error).__name__}: {text}"
 
 
@@ -203,7 +230,7 @@ def run_evaluate(cfg: DictConfig, output_dir, progress: bool = True, log: Callab
                  override_language_model: bool | list[str] = False) -> dict:
     """`override_language_model`: True replaces a checkpoint's LM by the config's; a list of
     keys changes only those settings of the checkpoint's LM (e.g. ["temperature"])."""
-    return asyncio.run(_evaluate(cfg, Path(output_dir), progress, log, override_language_model))
+    return run_stoppable(_evaluate(cfg, Path(output_dir), progress, log, override_language_model))
 
 
 def load_checkpoint(cfg, state: dict, language_model, override_language_model) -> Program:
@@ -214,9 +241,17 @@ def load_checkpoint(cfg, state: dict, language_model, override_language_model) -
     if override_language_model is True:
         return Program.from_state(state, language_model)
     lm_config = container(cfg, "language_model")
-    program = Program.from_state(state, endpoint=LanguageModel.endpoint_of(lm_config),
-                                 trust_endpoint=bool(cfg.get("trust_checkpoint_endpoint")))
+    trust = bool(cfg.get("trust_checkpoint_endpoint"))
     changes = {key: lm_config[key] for key in override_language_model or [] if key in (*SETTING_KEYS, "model")}
+    program = Program.from_state(state, endpoint=LanguageModel.endpoint_of(lm_config), trust_endpoint=trust)
+    configured = provider_of(str(lm_config.get("model", "")))
+    for saved in state["language_models"].values():
+        # The file may not pick the provider that receives the configured (or environment) key.
+        if not trust and "model" not in changes and provider_of(saved["model"]) != configured:
+            raise UserError(
+                f"the checkpoint's model '{saved['model']}' is not a '{configured}' model like the configured one; "
+                f"to call it, name it: language_model.model={saved['model']} (its endpoint and key then come from "
+                "your config and environment), or --trust-checkpoint-endpoint for a file you wrote")
     if changes:
         replaced = {id(m): m.clone(**changes) for m in program.language_models}
         for generator in program.generators:
@@ -272,7 +307,7 @@ def _evaluation_setup(cfg, out: Path, log: Callable, override_language_model):
             notes.append(f"Warning: the checkpoint was trained on dataset '{trained_on}', evaluated on '{dataset.name}'.")
         program = load_checkpoint(cfg, state, lm, override_language_model)
         lm = program.language_models[0]
-        where = lm.api_base or (lm.model_path if lm.is_local else None) or "the provider's default endpoint"
+        where = lm.endpoint
         source = ("the checkpoint file" if cfg.get("trust_checkpoint_endpoint") and override_language_model is not True
                   else "the config")
         log(f"checkpoint model: {lm.model} at {where} (endpoint and credentials from {source})")
