@@ -269,14 +269,26 @@ def train(
     multirun: bool = typer.Option(False, "-m", "--multirun", help="Run a sweep (Hydra multirun)."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Build and check the run, call no LM, print and write "
+                                                           "plan.json: the calls of each phase, tokens and cost."),
 ):
     """Baseline runs -> fit with best checkpoint on val_reward -> final runs -> plots and report.
 
     Pass Hydra overrides after the command, e.g. `promptrl train +optimizer=random_few_shot nb_runs=5`.
     """
-    from promptrl.experiment import run_train
+    from promptrl.experiment import run_plan, run_train
 
     def task(cfg, output_dir: Path, overrides: list[str]) -> float | None:
+        if dry_run:
+            plan = run_plan(cfg, output_dir)
+            bound = " (optimizer calls: at most)" if plan["upper_bound"] else ""
+            typer.echo(f"dry run - no LM called{bound}:")
+            for phase, n in plan["calls"].items():
+                typer.echo(f"  {phase:<18} {n:>8} calls")
+            typer.echo(f"  ~{plan['tokens']['total']} tokens, ~${plan['cost']:.4f} "
+                       f"(program {plan['models']['program']}, optimizer {plan['models']['optimizer'] or '-'})")
+            typer.echo(f"plan: {output_dir / 'plan.json'}")
+            return None
         result = run_train(cfg, output_dir, progress=progress, log=log.info)
         _print_table(f"{cfg.task_name}: mean ± std over {cfg.nb_runs} runs",
                      {"baseline": result["baseline"], "trained": result["final"]})

@@ -50,7 +50,13 @@ def _handler(recorder: Recorder):
                 self.end_headers()
                 self.wfile.write(data)
                 return
-            text = json.loads(body["messages"][-1]["content"]).get("text", "")
+            schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+            if "instruction" in schema.get("properties", {}):  # an optimizer's teacher: a new instruction each time
+                action.setdefault("content", json.dumps({"instruction": f"Label the review, take {len(recorder.requests)}."}))
+            try:
+                text = json.loads(body["messages"][-1]["content"]).get("text", "")
+            except ValueError:
+                text = ""
             if recorder.delay:
                 time.sleep(recorder.delay(text))
             content = action.get("content", json.dumps({"answer": "positive" if "great" in text else "negative"}))

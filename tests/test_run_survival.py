@@ -152,3 +152,23 @@ def test_a_budget_without_reserve_stops_before_the_final_runs(server, tmp_path):
     assert read(tmp_path, "status.json")["status"] == "budget_reached"
     assert not (tmp_path / "final.json").exists() and (tmp_path / "baseline.json").exists()
     assert read(tmp_path, "usage.json")["language_models"]["program"]["calls"] == 25
+
+
+@pytest.mark.parametrize("optimizer", ["random_few_shot", "opro"])
+def test_a_dry_run_plans_exactly_the_calls_a_run_makes(server, tmp_path, optimizer):
+    url, recorder = server
+    args = [f"+optimizer={optimizer}", *SMALL, f"language_model.api_base={url}", "epochs=2",
+            "optimizer.val_batch_size=3" if optimizer == "opro" else "optimizer.k=2"]
+    result = runner.invoke(app, ["train", "--dry-run", *args, f"hydra.run.dir={tmp_path / 'plan'}"])
+    assert result.exit_code == 0, result.output
+    assert recorder.requests == []  # no LM called
+    plan = read(tmp_path / "plan", "plan.json")
+    assert "dry run - no LM called" in result.output and str(plan["calls"]["total"]) in result.output
+    result = runner.invoke(app, ["train", *args, f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.exit_code == 0, result.output
+    usage = read(tmp_path / "run", "usage.json")["language_models"]
+    made = sum(u["calls"] for u in usage.values())
+    assert plan["calls"]["total"] == made == len(recorder.requests)
+    if optimizer == "opro":
+        assert plan["calls"]["optimizer_teacher"] == usage["optimizer"]["calls"] > 0
+        assert plan["calls"]["optimizer_scoring"] == usage["program"]["of_which"]["optimizer_scoring"]["calls"]

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -106,6 +107,15 @@ def run_stoppable(coroutine):
         raise KeyboardInterrupt from None
 
 
+def run_plan(cfg: DictConfig, output_dir) -> dict:
+    """The dry run of `train`: build and check everything, call nothing, write plan.json."""
+    from promptrl.experiment.plan import plan_train
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return plan_train(cfg, build_train(cfg), out)
+
+
 def run_train(cfg: DictConfig, output_dir, progress: bool = True, log: Callable = print) -> dict:
     """The train recipe. Returns {"baseline", "final", "history", "best", "usage", "output_dir", "status"}."""
     return run_stoppable(_train(cfg, Path(output_dir), progress, log))
@@ -119,35 +129,63 @@ def _ending(error: BaseException) -> tuple[str, str]:
     return "failed", text if isinstance(error, UserError) else f"{type(error).__name__}: {text}"
 
 
+@dataclass
+class TrainSetup:
+    """Everything a train run is made of, built and checked before any LM call."""
+
+    dataset: object
+    train: object
+    val: object
+    test: object
+    program: Program
+    lm: LanguageModel
+    optimizer: object
+    teacher: LanguageModel | None
+    budget: object
+    reserve_final: bool
+    callbacks: list
+    training: bool
+
+
+def build_train(cfg) -> TrainSetup:
+    """Build a train run from its config and check everything that would stop it later, paying for
+    nothing (the run and the dry run share this)."""
+    check_run_keys(cfg)
+    trust_configured_modules(cfg)
+    dataset, train, val, test = build_splits(cfg)
+    program, lm = build_program(cfg, dataset)
+    reward, metrics = build_scorers(cfg)
+    optimizer, teacher = build_optimizer(cfg, lm)
+    budget, reserve_final = build_budget(cfg)
+    budget.watch("program", lm)
+    budget.watch("optimizer", teacher)
+    program.compile(reward=reward, optimizer=optimizer, metrics=metrics)
+    program.metadata = {"task_name": cfg.task_name, "seed": cfg.seed, "dataset": container(cfg, "dataset")}
+    callbacks_cfg = container(cfg, "callbacks") or {}
+    callbacks = [instantiate_node(node, f"callbacks.{name}") for name, node in callbacks_cfg.items() if node]
+    check_monitors(program, callbacks, has_validation=True)
+    training = optimizer is not None and cfg.epochs > 0
+    if training and len(val) == 0:
+        raise UserError("training needs validation data for the val_reward checkpoint; set dataset.val_size > 0")
+    if training and len(train) == 0:
+        raise UserError("training needs training examples; set dataset.train_size > 0 (or remove +optimizer)")
+    return TrainSetup(dataset, train, val, test, program, lm, optimizer, teacher, budget, reserve_final, callbacks,
+                      training)
+
+
 async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     run_status = RunStatus(out)
     try:
-        check_run_keys(cfg)
-        trust_configured_modules(cfg)
-        dataset, train, val, test = build_splits(cfg)
-        program, lm = build_program(cfg, dataset)
-        reward, metrics = build_scorers(cfg)
-        optimizer, teacher = build_optimizer(cfg, lm)
-        budget, reserve_final = build_budget(cfg)
-        budget.watch("program", lm)
-        budget.watch("optimizer", teacher)
-        program.compile(reward=reward, optimizer=optimizer, metrics=metrics)
-        program.metadata = {"task_name": cfg.task_name, "seed": cfg.seed, "dataset": container(cfg, "dataset")}
+        setup = build_train(cfg)
+        dataset, train, val, test = setup.dataset, setup.train, setup.val, setup.test
+        program, lm, optimizer, teacher = setup.program, setup.lm, setup.optimizer, setup.teacher
+        budget, reserve_final, callbacks, training = setup.budget, setup.reserve_final, setup.callbacks, setup.training
         _write_config(cfg, out)
         program.save(out / "initial.program.json")
         log(f"dataset {dataset.name}: train {len(train)}, val {len(val)}, test {len(test)} | "
             f"model {lm.model} | optimizer {type(optimizer).__name__ if optimizer else 'none (baseline only)'}")
-        callbacks_cfg = container(cfg, "callbacks") or {}
-        callbacks = [instantiate_node(node, f"callbacks.{name}") for name, node in callbacks_cfg.items() if node]
-        # Everything that would stop training is checked before any LM call is paid for.
-        check_monitors(program, callbacks, has_validation=True)
-        training = optimizer is not None and cfg.epochs > 0
-        if training and len(val) == 0:
-            raise UserError("training needs validation data for the val_reward checkpoint; set dataset.val_size > 0")
-        if training and len(train) == 0:
-            raise UserError("training needs training examples; set dataset.train_size > 0 (or remove +optimizer)")
         if optimizer is not None and cfg.epochs == 0:
             log("epochs=0: no training, baseline evaluations only")
     except BaseException as error:

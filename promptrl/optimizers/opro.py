@@ -119,6 +119,15 @@ class OPRO(Optimizer):
         if best_instruction != current:
             generator.instructions = best_instruction
 
+    def planned_calls(self, batches: int, generators: int, val_size: int) -> dict:
+        """Per step and generator: the current instruction and each candidate scored on one validation
+        minibatch (a program run calls every generator), and nb_candidates proposals. An upper bound:
+        a proposal that fails or repeats an instruction is not scored."""
+        steps = batches // self.every_n_batches * generators if val_size else 0
+        minibatch = min(self.val_batch_size, val_size)
+        return {"teacher": steps * self.nb_candidates,
+                "scoring": steps * (1 + self.nb_candidates) * minibatch * generators, "upper_bound": True}
+
     async def on_batch_end(self, program, predictions) -> None:
         if not self.count_batch(self.every_n_batches):
             return
