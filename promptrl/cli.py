@@ -171,8 +171,8 @@ class HydraJob:
         try:
             return self.task(cfg, output_dir, list(hydra_cfg.overrides.task))
         except KeyboardInterrupt:
-            typer.secho(f"interrupted: every file written so far is in {output_dir} (status.json says where it "
-                        "stopped)", err=True, fg=typer.colors.YELLOW)
+            typer.secho(f"interrupted: every file written so far is in {output_dir}; continue with "
+                        f"`promptrl train --resume {output_dir}`", err=True, fg=typer.colors.YELLOW)
             raise SystemExit(130) from None
         except Exception as error:  # noqa: BLE001
             if self.debug or not (in_sweep or isinstance(error, UserError)):
@@ -271,6 +271,9 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Build and check the run, call no LM, print and write "
                                                            "plan.json: the calls of each phase, tokens and cost."),
+    resume: Path = typer.Option(None, "--resume", help="Run dir of a train run that stopped (crash, kill, outage, "
+                                                       "budget): run it again in place, its paid replies replayed "
+                                                       "from its reply cache."),
 ):
     """Baseline runs -> fit with best checkpoint on val_reward -> final runs -> plots and report.
 
@@ -304,7 +307,40 @@ def train(
         # The job's value for sweepers that optimize (Optuna): a validation score, never a test score.
         return result["best"]["value"] if result["best"] else None
 
-    run_hydra("train", "train", ctx.args, multirun, debug, task)
+    args = _resume_args(resume, ctx.args, multirun) if resume is not None else ctx.args
+    run_hydra("train", "train", args, multirun, debug, task)
+
+
+def _resume_args(run_dir: Path, args: list[str], multirun: bool) -> list[str]:
+    """The overrides a stopped run was started with (plus any given now), into its own run dir.
+    Every call it made is deterministic (seeded) and its replies are in its reply cache, so the
+    rerun replays them for free and carries on from where it stopped."""
+    import yaml
+
+    from promptrl.experiment.status import read_status
+
+    if multirun:
+        _fail("--resume takes one run dir; resume the jobs of a sweep one by one")
+    if not (run_dir / "overrides.yaml").is_file():
+        _fail(f"nothing to resume in {run_dir}: no overrides.yaml; pass the run dir of a `promptrl train` run")
+    status = (read_status(run_dir) or {}).get("status")
+    if status == "ok":
+        _fail(f"{run_dir} finished (status ok): nothing to resume")
+    given = {a.lstrip("+~").partition("=")[0] for a in args}
+    saved = [o for o in yaml.safe_load((run_dir / "overrides.yaml").read_text()) or []
+             if o.lstrip("+~").partition("=")[0] not in given and not o.startswith("hydra.run.dir=")]
+    masked = [o for o in saved if secrets.MASK in o]
+    if masked:
+        _fail(f"the run was started with a secret that was never written down ({masked[0]}); give it again "
+              f"after --resume, e.g. {masked[0].split('=', 1)[0]}=...")
+    typer.echo(f"resuming {run_dir} (was {status or 'unknown'}): paid replies are replayed from its reply cache")
+    return [*saved, *args, f"hydra.run.dir={_quoted(run_dir)}"]
+
+
+def _quoted(path: Path) -> str:
+    """A path as one value of Hydra's override grammar (',' or "'" in it would split or break it)."""
+    text = str(path.resolve()).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
 
 
 @app.command(context_settings=CONTEXT, epilog=config_groups_help())
@@ -329,9 +365,7 @@ def evaluate(
     if checkpoint is not None:
         if not checkpoint.is_file():
             _fail(f"checkpoint not found: {checkpoint}; pass the path of a *.program.json from a run dir")
-        # Quoted: a path with ',' or "'" must stay one value of Hydra's override grammar.
-        quoted = str(checkpoint.resolve()).replace("\\", "\\\\").replace("'", "\\'")
-        args.append(f"checkpoint='{quoted}'")
+        args.append(f"checkpoint={_quoted(checkpoint)}")
     if trust_checkpoint_endpoint:
         args.append("trust_checkpoint_endpoint=true")
     # A checkpoint keeps its own language model; `language_model=NAME` replaces it,

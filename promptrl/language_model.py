@@ -229,11 +229,18 @@ class LanguageModel:
     def __repr__(self) -> str:
         return f"LanguageModel(model={self.model!r})"
 
+    def use_reply_cache(self, path) -> None:
+        """Keep validated replies in `path` (a run's own cache: a resumed run replays them for free),
+        unless the user chose a cache_dir. Not a setting: checkpoints do not record it."""
+        if not self.cache_dir and self._cache is None:
+            self._run_cache_dir = str(path)
+
     def _cache_store(self):
-        if self.cache_dir and self._cache is None:
+        where = self.cache_dir or getattr(self, "_run_cache_dir", None)
+        if where and self._cache is None:
             import diskcache
 
-            self._cache = diskcache.Cache(self.cache_dir)
+            self._cache = diskcache.Cache(where)
         return self._cache
 
     def _cache_key(self, messages: list[dict], schema: dict, seed: int | None) -> str:

@@ -3,6 +3,7 @@ every request (path, headers, body). Started and stopped by the tests that use i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -51,8 +52,9 @@ def _handler(recorder: Recorder):
                 self.wfile.write(data)
                 return
             schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
-            if "instruction" in schema.get("properties", {}):  # an optimizer's teacher: a new instruction each time
-                action.setdefault("content", json.dumps({"instruction": f"Label the review, take {len(recorder.requests)}."}))
+            if "instruction" in schema.get("properties", {}):  # an optimizer's teacher: one instruction per request
+                digest = hashlib.sha256(json.dumps([body["messages"], body.get("seed")]).encode()).hexdigest()[:8]
+                action.setdefault("content", json.dumps({"instruction": f"Label the review ({digest})."}))
             try:
                 text = json.loads(body["messages"][-1]["content"]).get("text", "")
             except ValueError:

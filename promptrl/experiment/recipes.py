@@ -107,6 +107,9 @@ def run_stoppable(coroutine):
         raise KeyboardInterrupt from None
 
 
+REPLY_CACHE = "reply_cache"
+
+
 def run_plan(cfg: DictConfig, output_dir) -> dict:
     """The dry run of `train`: build and check everything, call nothing, write plan.json."""
     from promptrl.experiment.plan import plan_train
@@ -192,6 +195,10 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
         run_status.end(*_ending(error))
         raise
     lms = {"program": lm, "optimizer": teacher}
+    if cfg.get("reply_cache", True):  # replies kept in the run dir: `--resume` replays them instead of paying again
+        for model in (lm, teacher):
+            if model is not None:
+                model.use_reply_cache(out / REPLY_CACHE)
     baseline = final = best = comparison = None
     history: list[dict] = []
     status, reason, fitting, budget_stop = "failed", "", False, ""
