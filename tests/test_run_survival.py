@@ -179,7 +179,8 @@ def test_a_dry_run_plans_exactly_the_calls_a_run_makes(server, tmp_path, optimiz
         assert plan["calls"]["optimizer_scoring"] == scoring["calls"] + scoring["cache_hits"]
 
 
-def test_resume_after_sigkill_ends_as_an_uninterrupted_run_and_pays_nothing_twice(server, tmp_path):
+@pytest.mark.parametrize("kill_at", [0.15, 0.55, 0.9])  # in the baseline, mid-training, in the final runs
+def test_resume_after_sigkill_ends_as_an_uninterrupted_run_and_pays_nothing_twice(server, tmp_path, kill_at):
     url, recorder = server
     recorder.delay = lambda text: 0.05
     env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"}
@@ -194,9 +195,9 @@ def test_resume_after_sigkill_ends_as_an_uninterrupted_run_and_pays_nothing_twic
     process = subprocess.Popen([sys.executable, "-m", "promptrl.cli", "train", *args, f"hydra.run.dir={run_dir}"],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(recorder.requests) < paid_whole // 2:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)  # mid-training: no handler runs, nothing is tidied up
+    while time.monotonic() < deadline and len(recorder.requests) < paid_whole * kill_at:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # no handler runs, nothing is tidied up
     process.wait(timeout=30)
     assert read(run_dir, "status.json")["status"] == "running"
     paid_before = len(recorder.requests)
@@ -218,3 +219,16 @@ def test_resume_refuses_a_finished_run(server, tmp_path):
     assert train(url, tmp_path).exit_code == 0
     result = runner.invoke(app, ["train", "--resume", str(tmp_path)])
     assert result.exit_code == 1 and "nothing to resume" in result.output
+
+
+def test_a_per_role_budget_caps_the_optimizers_teacher(server, tmp_path):
+    url, recorder = server
+    result = runner.invoke(app, ["train", "+optimizer=opro", *SMALL, f"language_model.api_base={url}", "epochs=2",
+                                 "optimizer.val_batch_size=3", "+budget.roles.optimizer.max_calls=3",
+                                 f"hydra.run.dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    status = read(tmp_path, "status.json")
+    assert status["status"] == "budget_reached" and "for the optimizer model" in status["reason"]
+    usage = read(tmp_path, "usage.json")
+    assert usage["language_models"]["optimizer"]["calls"] == 3
+    assert (tmp_path / "final.json").exists()  # the program's own budget was not touched: final runs ran
