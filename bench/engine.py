@@ -42,9 +42,8 @@ def _questions(n: int) -> list[str]:
     return [f"question number {i}: what is {i} + {i}?" for i in range(n)]
 
 
-def client_promptrl(url: str, n: int, c: int) -> dict:
-    import asyncio
-
+def _promptrl_program(url: str, n: int, c: int, optimizer=None):
+    """One Generator over N distinct questions, calling the mock at concurrency c."""
     import aiohttp  # noqa: F401 - imported before timing, as the bare clients do (first_call counts it)
 
     import promptrl
@@ -59,9 +58,15 @@ def client_promptrl(url: str, n: int, c: int) -> dict:
                                 max_tokens=32)
     x0 = promptrl.Input(Question)
     program = promptrl.Program(x0, promptrl.Generator(Answer, lm)(x0))
-    program.compile(reward=promptrl.rewards.ExactMatch())
+    program.compile(reward=promptrl.rewards.ExactMatch(), optimizer=optimizer)
     xs = [Question(question=q) for q in _questions(n)]
-    ys = [Answer(answer="x") for _ in xs]
+    return program, xs, [Answer(answer="x") for _ in xs]
+
+
+def client_promptrl(url: str, n: int, c: int) -> dict:
+    import asyncio
+
+    program, xs, ys = _promptrl_program(url, n, c)
     with timed() as spent:
         logs = asyncio.run(program.evaluate(xs, ys, batch_size=c))
     assert logs["failures"] == 0, logs
@@ -71,23 +76,9 @@ def client_promptrl(url: str, n: int, c: int) -> dict:
 def client_promptrl_fit(url: str, n: int, c: int) -> dict:
     import asyncio
 
-    import aiohttp  # noqa: F401
-
     import promptrl
 
-    class Question(promptrl.DataModel):
-        question: str
-
-    class Answer(promptrl.DataModel):
-        answer: str
-
-    lm = promptrl.LanguageModel("openai/mock", api_base=url, concurrency=c, num_retries=0, temperature=0.0,
-                                max_tokens=32)
-    x0 = promptrl.Input(Question)
-    program = promptrl.Program(x0, promptrl.Generator(Answer, lm)(x0))
-    program.compile(reward=promptrl.rewards.ExactMatch(), optimizer=promptrl.optimizers.RandomFewShot(k=2))
-    xs = [Question(question=q) for q in _questions(n)]
-    ys = [Answer(answer="x") for _ in xs]
+    program, xs, ys = _promptrl_program(url, n, c, optimizer=promptrl.optimizers.RandomFewShot(k=2))
     with timed() as spent:
         asyncio.run(program.fit(xs, ys, epochs=1, batch_size=c))
     return spent

@@ -9,7 +9,7 @@ import promptrl
 from promptrl.cli import app
 from promptrl.errors import LanguageModelUnavailable
 
-from fake_openai import fake_openai_server
+from fake_openai import fake_openai_server, sentiment_program as program
 
 
 @pytest.fixture
@@ -18,14 +18,6 @@ def server(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     with fake_openai_server() as served:
         yield served
-
-
-def program(lm):
-    dataset = promptrl.datasets.load("sentiment", seed=0)
-    x0 = promptrl.Input(dataset.input_data_model)
-    p = promptrl.Program(x0, promptrl.Generator(dataset.output_data_model, lm)(x0))
-    p.compile(reward=promptrl.rewards.ExactMatch(in_mask=["answer"]))
-    return p, dataset
 
 
 def test_structured_output_through_litellm_with_accounting(server):
