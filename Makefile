@@ -43,8 +43,8 @@ test-fast: install  ## unit tests only (scripted LM)
 bench: install  ## benchmarks (print ratios)
 	$(BIN)/python bench/bench_local_lm.py
 
-bench-engine: install  ## provider call path vs bare HTTP clients on a 50 ms mock (writes bench/results/engine.md)
-	$(BIN)/python bench/engine.py --repeat 2
+bench-engine: install  ## provider call path vs bare HTTP clients (and DSPy: DSPY_PYTHON=venv/bin/python) on a 50 ms mock
+	$(BIN)/python bench/engine.py --repeat 2 $(if $(DSPY_PYTHON),--dspy-python $(DSPY_PYTHON))
 
 clean:  ## remove the venv and outputs
 	rm -rf $(VENV) outputs

@@ -176,9 +176,13 @@ def child(args) -> None:
 
 # ---- the parent: server, runs, table ---------------------------------------------------------------------
 
+PYTHONS = {}  # client -> the interpreter that runs it (DSPy may live in a venv of its own: --dspy-python)
+
+
 def measure(client: str, url: str, n: int, c: int) -> dict | None:
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    done = subprocess.run([sys.executable, __file__, "--child", client, "--url", url, "--n", str(n), "--c", str(c)],
+    python = PYTHONS.get(client, sys.executable)
+    done = subprocess.run([python, __file__, "--child", client, "--url", url, "--n", str(n), "--c", str(c)],
                           capture_output=True, text=True, env=env, timeout=1800)
     if done.returncode != 0:
         print(f"  {client} c={c}: failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
@@ -199,6 +203,8 @@ def main() -> None:
     parser.add_argument("--n-serial", type=int, default=200, help="questions at c=1 (N x 50 ms of waiting)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--concurrency", default="1,8,32,128")
+    parser.add_argument("--clients", help="comma-separated subset, e.g. promptrl,dspy")
+    parser.add_argument("--dspy-python", help="a Python with dspy installed (e.g. a venv of its own)")
     parser.add_argument("--child")
     parser.add_argument("--url")
     parser.add_argument("--c", type=int, default=1)
@@ -212,7 +218,12 @@ def main() -> None:
     try:
         import importlib.util
 
-        clients = ["promptrl", "httpx", "aiohttp"] + (["dspy"] if importlib.util.find_spec("dspy") else [])
+        if args.dspy_python:
+            PYTHONS["dspy"] = args.dspy_python
+        has_dspy = args.dspy_python or importlib.util.find_spec("dspy")
+        clients = ["promptrl", "httpx", "aiohttp"] + (["dspy"] if has_dspy else [])
+        if args.clients:
+            clients = [c for c in clients if c in args.clients.split(",")]
         levels = [int(c) for c in args.concurrency.split(",")]
         rows = {}
         for client in clients:

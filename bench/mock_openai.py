@@ -27,11 +27,15 @@ def make_handler(delay: float):
                         length = int(value)
                 body = json.loads(await reader.readexactly(length)) if length else {}
                 await asyncio.sleep(delay)
-                question = str(body.get("messages", [{}])[-1].get("content", ""))
+                messages = body.get("messages", [{}])
+                question = str(messages[-1].get("content", ""))
+                content = json.dumps({"answer": question[-12:]})
+                if "[[ ##" in str(messages[0].get("content", "")):  # DSPy's chat format: answer in it, not JSON
+                    content = f"[[ ## answer ## ]]\n{question[-12:]}\n\n[[ ## completed ## ]]"
                 reply = json.dumps({
                     "id": "mock", "object": "chat.completion", "created": 0, "model": body.get("model", "mock"),
                     "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": json.dumps({"answer": question[-12:]})}}],
+                                 "message": {"role": "assistant", "content": content}}],
                     "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
                 }).encode()
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
