@@ -241,7 +241,8 @@ def _print_usage(usage: dict) -> None:
     """One line per LM role: what the run cost."""
     for role, u in usage["language_models"].items():
         tokens = u["prompt_tokens"] + u["completion_tokens"]
-        typer.echo(f"{role} LM {u['model']}: {u['calls']} calls, {tokens} tokens, ${u['cost']:.4f}, "
+        replayed = f" (+${u['replayed_cost']:.4f} paid earlier, replayed)" if u.get("replayed_cost") else ""
+        typer.echo(f"{role} LM {u['model']}: {u['calls']} calls, {tokens} tokens, ${u['cost']:.4f}{replayed}, "
                    f"{u['cache_hits']} cache hits, {u['failures']} failures")
     typer.echo(f"wall time: {usage['wall_time_s']:.0f} s")
 

@@ -65,6 +65,10 @@ class Usage:
     failures: int = 0
     retries: int = 0  # requests sent again (transient error, structured-output fallback); one call each
     cancelled: int = 0  # calls stopped in flight (SIGINT/SIGTERM); they may still be billed
+    # What the cache hits cost when they were first paid (e.g. before a crash, for `--resume`): the
+    # run's whole bill is cost + replayed_cost.
+    replayed_tokens: int = 0
+    replayed_cost: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
@@ -256,8 +260,13 @@ class LanguageModel:
         cache = self._cache_store()
         key = self._cache_key(messages, schema, seed) if cache is not None else None
         if cache is not None and key in cache:
-            self._account(cache_hits=1)
-            return output_model.model_validate_json(cache[key])
+            entry = json.loads(cache[key])
+            if isinstance(entry, dict) and entry.get("promptrl_reply") == 1:  # the reply and what it cost
+                self._account(cache_hits=1, replayed_tokens=entry["prompt_tokens"] + entry["completion_tokens"],
+                              replayed_cost=entry["cost"])
+                return output_model.model_validate(entry["output"])
+            self._account(cache_hits=1)  # an entry of an earlier version: the reply alone
+            return output_model.model_validate(entry)
         if self._tripped:
             raise LanguageModelUnavailable(self._tripped)
         if self.budget is not None:
@@ -304,7 +313,9 @@ class LanguageModel:
                                       "was complete; raise language_model.max_tokens") from None
             raise PredictionError(f"{self.model}: output failed validation: {error.errors()[0]['msg']}") from None
         if cache is not None:
-            cache[key] = result.model_dump_json()
+            cache[key] = json.dumps({"promptrl_reply": 1, "output": result.model_dump(mode="json"),
+                                     "prompt_tokens": completion.prompt_tokens,
+                                     "completion_tokens": completion.completion_tokens, "cost": completion.cost})
         return result
 
     async def _request(self, messages, output_model, schema, seed):

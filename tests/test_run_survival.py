@@ -209,6 +209,10 @@ def test_resume_after_sigkill_ends_as_an_uninterrupted_run_and_pays_nothing_twic
         assert (run_dir / name).read_text() == (tmp_path / "whole" / name).read_text(), name
     usage = read(run_dir, "usage.json")["language_models"]
     assert sum(u["cache_hits"] for u in usage.values()) > 0
+    # The whole bill survives the crash: what was paid before it is reported as replayed.
+    whole_usage = read(tmp_path / "whole", "usage.json")["language_models"]
+    for role, u in usage.items():
+        assert u["cost"] + u["replayed_cost"] >= whole_usage[role]["cost"] - 1e-9, role
     # Every call paid before the kill was replayed from the cache (at most the ones in flight are paid again).
     assert len(recorder.requests) <= paid_whole + 2 * 2
     assert len(recorder.requests) - paid_before == sum(u["calls"] for u in usage.values())
