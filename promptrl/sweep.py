@@ -140,7 +140,7 @@ def write_report(sweep_dir) -> list[dict]:
     return rows
 
 
-def _redact_multirun_yaml(path: Path) -> None:
+def redact_multirun_yaml(path: Path) -> None:
     """Hydra's own multirun.yaml copies the command line and the config: mask every secret there."""
     if not path.is_file():
         return
@@ -158,20 +158,26 @@ except ImportError:  # pragma: no cover
 
 
 LAST_REPORT: tuple[Path, list[dict]] | None = None  # the CLI reads it to set its exit status
+SWEEP_DIR: Path | None = None  # the sweep under way (the CLI masks its multirun.yaml whatever happens)
 
 
 class SweepReportCallback(_HydraCallback):
     """Writes the sweep report into the sweep dir when a multirun ends."""
 
+    def on_multirun_start(self, config, **kwargs) -> None:
+        # Known before Hydra writes multirun.yaml: the CLI masks it even when no job ever starts.
+        global SWEEP_DIR
+        SWEEP_DIR = Path(config.hydra.sweep.dir)
+
     def on_job_start(self, config, **kwargs) -> None:
         # Hydra has written multirun.yaml by now: mask secrets while the sweep runs, not only after.
         if config.hydra.mode and str(config.hydra.mode).endswith("MULTIRUN"):
-            _redact_multirun_yaml(Path(config.hydra.sweep.dir) / "multirun.yaml")
+            redact_multirun_yaml(Path(config.hydra.sweep.dir) / "multirun.yaml")
 
     def on_multirun_end(self, config, **kwargs) -> None:
         global LAST_REPORT
         sweep_dir = Path(config.hydra.sweep.dir)
-        _redact_multirun_yaml(sweep_dir / "multirun.yaml")
+        redact_multirun_yaml(sweep_dir / "multirun.yaml")
         if sweep_dir.is_dir() and job_dirs(sweep_dir):
             LAST_REPORT = (sweep_dir, write_report(sweep_dir))
             print(f"sweep report: {sweep_dir / REPORT_MD}")

@@ -109,3 +109,13 @@ def test_no_key_given_any_way_reaches_a_file_or_the_terminal(tmp_path):
         for run, result in runs.items():
             assert key not in result.stdout + result.stderr, f"{name} key printed by the {run} run"
     assert "***" in runs["cfg"].stdout
+
+
+def test_multirun_yaml_is_masked_when_hydra_gives_up_before_any_job(tmp_path):
+    key = "sk-never-ran-4e3d2c1b"
+    # no '+': the local model's config has no api_key, so composing the first job fails
+    result = run_cli(["evaluate", "-m", f"language_model.api_key={key},sk-other-9f8e7d6c",
+                      f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
+    assert result.returncode != 0
+    written = (tmp_path / "sweep" / "multirun.yaml").read_text()
+    assert "api_key" in written and key not in written and key not in result.stdout + result.stderr

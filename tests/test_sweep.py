@@ -142,16 +142,16 @@ def test_an_evaluate_sweep_job_reports_its_evaluation(tmp_path):
 
 
 def test_multirun_yaml_secrets_are_masked_and_clean_files_left_as_hydra_wrote_them(tmp_path):
-    from promptrl.sweep import _redact_multirun_yaml
+    from promptrl.sweep import redact_multirun_yaml
 
     secret = tmp_path / "secret.yaml"
     secret.write_text("hydra:\n  overrides:\n    task: ['+language_model.api_key=sk-abc', 'seed=1']\n"
                       "language_model:\n  api_key: sk-abc\n  max_tokens: 64\n")
-    _redact_multirun_yaml(secret)
+    redact_multirun_yaml(secret)
     data = yaml.safe_load(secret.read_text())
     assert "sk-abc" not in secret.read_text() and data["language_model"]["max_tokens"] == 64
     assert data["hydra"]["overrides"]["task"] == ["+language_model.api_key=***", "seed=1"]
     clean = tmp_path / "clean.yaml"
     clean.write_text("hydra:\n  overrides:\n    task: [seed=1]   # Hydra's own layout\n")
-    _redact_multirun_yaml(clean)
+    redact_multirun_yaml(clean)
     assert clean.read_text() == "hydra:\n  overrides:\n    task: [seed=1]   # Hydra's own layout\n"
