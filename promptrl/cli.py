@@ -146,8 +146,8 @@ class HydraJob:
     """What `hydra.main` runs for each job. A plain picklable object: launchers such as joblib
     and Ray ship it to other processes."""
 
-    def __init__(self, task, debug: bool):
-        self.task, self.debug = task, debug
+    def __init__(self, task, debug: bool, command: str = "train"):
+        self.task, self.debug, self.command = task, debug, command
 
     def __call__(self, cfg):
         import yaml
@@ -171,8 +171,9 @@ class HydraJob:
         try:
             return self.task(cfg, output_dir, list(hydra_cfg.overrides.task))
         except KeyboardInterrupt:
-            typer.secho(f"interrupted: every file written so far is in {output_dir}; continue with "
-                        f"`promptrl train --resume {output_dir}`", err=True, fg=typer.colors.YELLOW)
+            hint = f"; continue with `promptrl train --resume {output_dir}`" if self.command == "train" else ""
+            typer.secho(f"interrupted: every file written so far is in {output_dir}{hint}", err=True,
+                        fg=typer.colors.YELLOW)
             raise SystemExit(130) from None
         except Exception as error:  # noqa: BLE001
             if self.debug or not (in_sweep or isinstance(error, UserError)):
@@ -205,7 +206,7 @@ def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, d
     if debug:
         os.environ["HYDRA_FULL_ERROR"] = "1"
     main_fn = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(
-        HydraJob(task, debug))
+        HydraJob(task, debug, command))
     saved_argv, saved_stderr = sys.argv, sys.stderr
     sys.argv = [f"promptrl {command}", *args, *(["--multirun"] if multirun else [])]
     gate = _StderrGate(saved_stderr)
@@ -320,15 +321,19 @@ def _resume_args(run_dir: Path, args: list[str], multirun: bool) -> list[str]:
     rerun replays them for free and carries on from where it stopped."""
     import yaml
 
-    from promptrl.experiment.status import read_status
+    from promptrl.experiment.status import read_status, still_running
 
     if multirun:
         _fail("--resume takes one run dir; resume the jobs of a sweep one by one")
-    if not (run_dir / "overrides.yaml").is_file():
-        _fail(f"nothing to resume in {run_dir}: no overrides.yaml; pass the run dir of a `promptrl train` run")
-    status = (read_status(run_dir) or {}).get("status")
+    run_status = read_status(run_dir)
+    if run_status is None or not (run_dir / "overrides.yaml").is_file() \
+            or not (run_dir / "initial.program.json").is_file():  # what only a train run that got going writes
+        _fail(f"nothing to resume in {run_dir}: pass the run dir of a `promptrl train` run (it holds status.json)")
+    status = run_status.get("status")
     if status == "ok":
         _fail(f"{run_dir} finished (status ok): nothing to resume")
+    if still_running(run_status):
+        _fail(f"{run_dir} is still running (pid {run_status['pid']}); stop it first (kill {run_status['pid']})")
     given = {a.lstrip("+~").partition("=")[0] for a in args}
     saved = [o for o in yaml.safe_load((run_dir / "overrides.yaml").read_text()) or []
              if o.lstrip("+~").partition("=")[0] not in given and not o.startswith("hydra.run.dir=")]

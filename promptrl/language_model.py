@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,9 +28,9 @@ from promptrl.engine.scheduler import (
 )
 from promptrl.engine.structured import SETTING as STRUCTURED_OUTPUT, StructuredOutput, about_format
 from promptrl.engine.transports import (
-    DEFAULT_LOCAL_MODEL, LiteLLMTransport, LocalTransport, is_local_model, local_model_path, strip_fences,
+    DEFAULT_LOCAL_MODEL, Completion, LiteLLMTransport, LocalTransport, is_local_model, local_model_path, strip_fences,
 )
-from promptrl.errors import LanguageModelUnavailable, PredictionError, UserError
+from promptrl.errors import BudgetReached, LanguageModelUnavailable, PredictionError, UserError
 from promptrl.secrets import add_secret, collect, collect_from_text, is_secret_key, strip_userinfo
 
 # litellm downloads its price map at import unless told to use the bundled copy (no network here).
@@ -41,6 +42,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 SETTING_KEYS = ("temperature", "max_tokens", "concurrency", "timeout", "num_retries", "n_ctx", "n_threads",
                 "structured_output", "max_consecutive_failures", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop")
 TRANSPORTS = ("auto", "http", "litellm")
+
+_PROCESS = uuid.uuid4().hex  # tags reply-cache entries: a hit from another process was paid by an earlier run
 
 _ROLE: contextvars.ContextVar[str | None] = contextvars.ContextVar("promptrl_usage_role", default=None)
 
@@ -67,6 +70,7 @@ class Usage:
     cancelled: int = 0  # calls stopped in flight (SIGINT/SIGTERM); they may still be billed
     # What the cache hits cost when they were first paid (e.g. before a crash, for `--resume`): the
     # run's whole bill is cost + replayed_cost.
+    replayed_calls: int = 0
     replayed_tokens: int = 0
     replayed_cost: float = 0.0
     prompt_tokens: int = 0
@@ -259,22 +263,15 @@ class LanguageModel:
         schema = schema_of(output_model)
         cache = self._cache_store()
         key = self._cache_key(messages, schema, seed) if cache is not None else None
-        if cache is not None and key in cache:
-            entry = json.loads(cache[key])
-            if isinstance(entry, dict) and entry.get("promptrl_reply") == 1:  # the reply and what it cost
-                self._account(cache_hits=1, replayed_tokens=entry["prompt_tokens"] + entry["completion_tokens"],
-                              replayed_cost=entry["cost"])
-                return output_model.model_validate(entry["output"])
-            self._account(cache_hits=1)  # an entry of an earlier version: the reply alone
-            return output_model.model_validate(entry)
+        replayed = self._replay(cache, key) if cache is not None else None
+        if replayed is not None:
+            return self._validated(replayed, output_model)
         if self._tripped:
             raise LanguageModelUnavailable(self._tripped)
-        if self.budget is not None:
-            self.budget.start_call(self)  # no new paid call once a spending limit is reached
 
         try:
             completion = await self._request(messages, output_model, schema, seed)
-        except UserError:  # bad key, unknown model, missing model file: stop, do not score 0
+        except (UserError, BudgetReached):  # a setting that cannot work, or the budget: stop, do not score 0
             raise
         except Exception as error:  # noqa: BLE001 - classified below by what it is, not when it happens
             self._account(calls=1, failures=1)
@@ -304,19 +301,37 @@ class LanguageModel:
         self._consecutive_infra_failures = 0
         self._account(calls=1, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
                       cost=completion.cost)
+        if cache is not None:  # the raw reply: a replay fails validation exactly where the original did
+            cache[key] = json.dumps({"promptrl_reply": 2, "process": _PROCESS, **asdict(completion)})
+        return self._validated(completion, output_model)
+
+    def _replay(self, cache, key: str) -> Completion | None:
+        """The cached reply of an identical request. One paid by an earlier process (a run before its
+        crash, for `--resume`) is accounted as replayed: the run's bill is cost + replayed_cost."""
+        raw = cache.get(key)
+        if raw is None:
+            return None
+        entry = json.loads(raw)
+        if not isinstance(entry, dict) or entry.get("promptrl_reply") != 2:
+            return None  # an entry of an earlier version: ask again
+        completion = Completion(**{k: entry[k] for k in ("text", "prompt_tokens", "completion_tokens", "cost",
+                                                         "truncated")})
+        if entry.get("process") == _PROCESS:
+            self._account(cache_hits=1)  # asked twice in this run: paid once
+        else:
+            self._account(cache_hits=1, replayed_calls=1, cost=0.0, replayed_cost=completion.cost,
+                          replayed_tokens=completion.prompt_tokens + completion.completion_tokens)
+        return completion
+
+    def _validated(self, completion: Completion, output_model):
         try:
-            result = output_model.model_validate_json(strip_fences(completion.text))
+            return output_model.model_validate_json(strip_fences(completion.text))
         except pydantic.ValidationError as error:
             self._account(failures=1)
             if completion.truncated or completion.completion_tokens >= self.max_tokens:
                 raise PredictionError(f"{self.model}: output cut at max_tokens={self.max_tokens} before the JSON "
                                       "was complete; raise language_model.max_tokens") from None
             raise PredictionError(f"{self.model}: output failed validation: {error.errors()[0]['msg']}") from None
-        if cache is not None:
-            cache[key] = json.dumps({"promptrl_reply": 1, "output": result.model_dump(mode="json"),
-                                     "prompt_tokens": completion.prompt_tokens,
-                                     "completion_tokens": completion.completion_tokens, "cost": completion.cost})
-        return result
 
     async def _request(self, messages, output_model, schema, seed):
         """One call: the first attempt directly (the common case costs no retry machinery), then
@@ -337,6 +352,8 @@ class LanguageModel:
 
     async def _attempt(self, messages, output_model, schema, seed):
         async with self.limiter.slot():
+            if self.budget is not None:  # checked with a slot in hand: no queue of calls slips past a limit
+                self.budget.start_call(self)
             while True:
                 mode, fmt = self.structured.response_format(output_model.__name__, schema)
                 started = time.perf_counter()

@@ -236,3 +236,31 @@ def test_a_per_role_budget_caps_the_optimizers_teacher(server, tmp_path):
     usage = read(tmp_path, "usage.json")
     assert usage["language_models"]["optimizer"]["calls"] == 3
     assert (tmp_path / "final.json").exists()  # the program's own budget was not touched: final runs ran
+
+
+def test_a_resumed_run_keeps_its_budget_and_replays_invalid_replies_as_they_were(server, tmp_path):
+    url, recorder = server
+    recorder.actions = [{"content": "not json"}]  # the first reply fails validation: a replay must fail it too
+    recorder.delay = lambda text: 0.05
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"}
+    args = ["+optimizer=random_few_shot", *SMALL, f"language_model.api_base={url}", "epochs=3",
+            "dataset.train_size=12", "budget.max_calls=44", "language_model.concurrency=1"]
+    process = subprocess.Popen([sys.executable, "-m", "promptrl.cli", "train", *args, f"hydra.run.dir={tmp_path}"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(recorder.requests) < 12:  # in the baseline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    resumed = runner.invoke(app, ["train", "--resume", str(tmp_path)])
+    assert resumed.exit_code == 0, resumed.output
+    assert read(tmp_path, "status.json")["status"] == "budget_reached"
+    assert len(recorder.requests) <= 44 + 1  # the budget holds across the crash (one call was in flight)
+    assert read(tmp_path, "baseline.json")["runs"][0]["failures"] == 1  # replayed as it was: invalid
+    usage = read(tmp_path, "usage.json")["language_models"]["program"]
+    assert usage["replayed_calls"] > 0 and usage["calls"] + usage["replayed_calls"] <= 44 + 1
+
+
+def test_resume_refuses_what_it_cannot_resume(server, tmp_path):
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path)])
+    assert result.exit_code == 1 and "nothing to resume" in result.output

@@ -28,6 +28,8 @@ class Budget:
     `watch(role, language_model)` adds a model's spending under a role."""
 
     def __init__(self, max_calls=None, max_tokens=None, max_cost=None, roles: dict | None = None):
+        if roles is not None and not isinstance(roles, dict) or any(not isinstance(v, dict) for v in (roles or {}).values()):
+            raise UserError(f"budget.roles={roles!r} is not valid; give a mapping, e.g. roles: {{optimizer: {{max_cost: 0.5}}}}")
         self.limits = _check_limits("budget", {"max_calls": max_calls, "max_tokens": max_tokens, "max_cost": max_cost})
         self.role_limits = {role: _check_limits(f"budget.roles.{role}", dict(limits or {}))
                             for role, limits in (roles or {}).items()}
@@ -47,12 +49,14 @@ class Budget:
 
     def spent(self, role: str | None = None) -> dict:
         models = self.models.get(role, []) if role else [m for ms in self.models.values() for m in ms]
-        return {"max_calls": sum(self.started.get(id(m), 0) for m in models),
-                "max_tokens": sum(m.usage.prompt_tokens + m.usage.completion_tokens for m in models),
-                "max_cost": sum(m.usage.cost for m in models)}
+        # Replies paid by an earlier process of the run (before a crash) count: `--resume` keeps the budget.
+        return {"max_calls": sum(self.started.get(id(m), 0) + m.usage.replayed_calls for m in models),
+                "max_tokens": sum(m.usage.prompt_tokens + m.usage.completion_tokens + m.usage.replayed_tokens
+                                  for m in models),
+                "max_cost": sum(m.usage.cost + m.usage.replayed_cost for m in models)}
 
     def start_call(self, language_model) -> None:
-        """Before a paid call: raise BudgetReached if a limit is reached, else count the call."""
+        """Before a paid request (each attempt): raise BudgetReached if a limit is reached, else count it."""
         self.check()
         self.started[id(language_model)] = self.started.get(id(language_model), 0) + 1
 
@@ -67,6 +71,21 @@ class Budget:
                     held = f" (+{self.reserved[key]:.6g} held for the final evaluations)" if self.reserved.get(key) else ""
                     raise BudgetReached(f"budget reached: {key[4:]} {spent[key]:.6g}{held} of {limit:g}"
                                         + (f" for the {role} model" if role else ""))
+
+    def validate(self) -> None:
+        """Limits that could never trigger are mistakes: say so before anything is paid."""
+        from promptrl.engine.prices import price_per_token
+
+        for role in self.role_limits:
+            if role not in self.models:
+                raise UserError(f"budget.roles.{role}: this run has no '{role}' model (it has "
+                                f"{', '.join(sorted(self.models))}); fix the role name")
+        for role, limits in [(None, self.limits), *self.role_limits.items()]:
+            models = self.models.get(role, []) if role else [m for ms in self.models.values() for m in ms]
+            unpriced = [m.model for m in models if not m.is_local and price_per_token(m.model) == (0.0, 0.0)]
+            if "max_cost" in limits and unpriced and len(unpriced) == len(models):
+                raise UserError(f"budget{'.roles.' + role if role else ''}.max_cost: no price is known for "
+                                f"{', '.join(unpriced)}, so its cost stays 0; cap max_calls or max_tokens instead")
 
     def reserve(self, amounts: dict) -> None:
         """Hold `amounts` ({"max_calls": ..}) back from now on; `reserve({})` releases it."""

@@ -130,8 +130,13 @@ def build_budget(cfg: DictConfig):
     """`budget: {max_calls, max_tokens, max_cost, reserve_final, roles: {optimizer: {max_cost: ..}}}`."""
     from promptrl.engine.budget import Budget
 
-    node = dict(container(cfg, "budget") or {}) if "budget" in cfg else {}
-    reserve_final = bool(node.pop("reserve_final", False))
+    node = container(cfg, "budget") if "budget" in cfg else {}
+    if not isinstance(node or {}, dict):
+        raise UserError(f"budget={node!r} is not valid; give a mapping, e.g. budget.max_calls=1000")
+    node = dict(node or {})
+    reserve_final = node.pop("reserve_final", False)
+    if not isinstance(reserve_final, bool):
+        raise UserError(f"budget.reserve_final={reserve_final!r} is not valid; use true or false")
     try:
         return Budget(**node), reserve_final
     except TypeError as error:

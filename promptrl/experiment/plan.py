@@ -36,8 +36,9 @@ def plan_train(cfg, setup, out: Path) -> dict:
     upper_bound = False
     if setup.training:
         batches = epochs * math.ceil(len(setup.train) / cfg.batch_size)
-        optimizer = setup.optimizer.planned_calls(batches, generators, len(setup.val))
-        upper_bound = optimizer["upper_bound"]
+        optimizer = setup.optimizer.planned_calls(batches, generators, len(setup.val), cfg.batch_size)
+        # Early stopping may end training sooner: then every count of training is at most.
+        upper_bound = optimizer["upper_bound"] or any(type(c).__name__ == "EarlyStopping" for c in setup.callbacks)
         calls.update({
             "fit": epochs * len(setup.train) * generators,
             "validation": (epochs + 1) * len(setup.val) * generators,  # the untrained program is validated too

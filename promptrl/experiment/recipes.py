@@ -162,6 +162,7 @@ def build_train(cfg) -> TrainSetup:
     budget, reserve_final = build_budget(cfg)
     budget.watch("program", lm)
     budget.watch("optimizer", teacher)
+    budget.validate()
     program.compile(reward=reward, optimizer=optimizer, metrics=metrics)
     program.metadata = {"task_name": cfg.task_name, "seed": cfg.seed, "dataset": container(cfg, "dataset")}
     callbacks_cfg = container(cfg, "callbacks") or {}
@@ -225,6 +226,8 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
             if budget_stop and not reserve_final:
                 raise BudgetReached(budget_stop)
             budget.reserve({})
+            if reserve_final:  # the final runs spend what was held back for them, and run in full
+                budget.enabled = False
             program.save(out / "last.program.json")  # where training stopped, optimizer state included (resume)
             history = logger.records
             if any("reward" in record for record in history):  # at least one training epoch to draw
@@ -255,18 +258,20 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
         status, reason = _ending(error)
         raise
     finally:
-        if fitting or budget_stop:  # stopped in the middle of training: keep where it got to
-            program.save(out / "last.program.json")
-            history = logger.records
-        usage = usage_report(lms, started, _embedders(program))
-        if budget.active:
-            usage["budget"] = budget.report()
-        atomic_write_json(out / "usage.json", usage)
-        notes = [] if optimizer else ["", "No optimizer: baseline evaluations only (add +optimizer=random_few_shot)."]
-        write_report(out, f"promptrl train: {cfg.task_name}", {"baseline": baseline, "trained": final},
-                     test_size=len(test), comparison=comparison, history=history, best=best, usage=usage,
-                     program=program, status=status, notes=notes, reason=reason)
-        run_status.end(status, reason)
+        try:
+            if fitting or budget_stop:  # stopped in the middle of training: keep where it got to
+                program.save(out / "last.program.json")
+                history = logger.records
+            usage = usage_report(lms, started, _embedders(program))
+            if budget.active:
+                usage["budget"] = budget.report()
+            atomic_write_json(out / "usage.json", usage)
+            notes = [] if optimizer else ["", "No optimizer: baseline evaluations only (add +optimizer=random_few_shot)."]
+            write_report(out, f"promptrl train: {cfg.task_name}", {"baseline": baseline, "trained": final},
+                         test_size=len(test), comparison=comparison, history=history, best=best, usage=usage,
+                         program=program, status=status, notes=notes, reason=reason)
+        finally:  # status.json never stays 'running' after the run ended, whatever failed above
+            run_status.end(status, reason)
     return {"baseline": baseline, "final": final, "comparison": comparison, "history": history, "best": best,
             "usage": usage, "output_dir": str(out), "status": run_status.data}
 
@@ -323,12 +328,14 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
         status, reason = _ending(error)
         raise
     finally:
-        usage = usage_report({"program": lm}, started, _embedders(program))
-        atomic_write_json(out / "usage.json", usage)
-        write_report(out, f"promptrl evaluate: {cfg.checkpoint or cfg.task_name}", {"evaluation": result},
-                     test_size=len(test), usage=usage, program=program, status=status,
-                     notes=[""] + notes if notes else [], reason=reason)
-        run_status.end(status, reason)
+        try:
+            usage = usage_report({"program": lm}, started, _embedders(program))
+            atomic_write_json(out / "usage.json", usage)
+            write_report(out, f"promptrl evaluate: {cfg.checkpoint or cfg.task_name}", {"evaluation": result},
+                         test_size=len(test), usage=usage, program=program, status=status,
+                         notes=[""] + notes if notes else [], reason=reason)
+        finally:
+            run_status.end(status, reason)
     return {"evaluation": result, "usage": usage, "output_dir": str(out), "status": run_status.data}
 
 

@@ -26,8 +26,11 @@ def _now() -> str:
 class RunStatus:
     def __init__(self, out: Path):
         self.path = Path(out) / STATUS_FILE
+        import os
+        import socket
+
         self.data = {"status": "running", "reason": "", "phase": "setup", "started": _now(), "updated": _now(),
-                     "infra_failures": {}}
+                     "infra_failures": {}, "host": socket.gethostname(), "pid": os.getpid()}
         self._write()
 
     def _write(self) -> None:
@@ -70,3 +73,17 @@ def read_status(run_dir: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def still_running(status: dict | None) -> bool:
+    """A run whose process is alive on this host (status.json 'running' and its pid answers)."""
+    import os
+    import socket
+
+    if not status or status.get("status") != "running" or status.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(status.get("pid")), 0)
+    except (OSError, TypeError, ValueError):
+        return False
+    return True

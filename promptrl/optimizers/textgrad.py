@@ -123,13 +123,13 @@ class TextGrad(Optimizer):
                              "accepted": accepted})
         return accepted
 
-    def planned_calls(self, batches: int, generators: int, val_size: int) -> dict:
+    def planned_calls(self, batches: int, generators: int, val_size: int, batch_size: int) -> dict:
         """At most, per step: a critique per generator of each of `batch` poorly rewarded predictions,
         a rewrite per generator, and its check on a validation minibatch (old and new instruction).
         Fewer when fewer predictions are poor."""
         steps = batches // self.every_n_batches
         minibatch = min(self.val_batch_size, val_size)
-        return {"teacher": steps * (self.batch * generators + generators),
+        return {"teacher": steps * (min(self.batch, batch_size) * generators + generators),
                 "scoring": steps * generators * 2 * minibatch * generators, "upper_bound": True}
 
     async def on_batch_end(self, program, predictions) -> None:
