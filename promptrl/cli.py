@@ -81,12 +81,12 @@ def _collect_composed_secrets(config_name: str, args: list[str]) -> None:
     config files (not only on the command line) are known."""
     if not {"--cfg", "-c", "--info", "-i"} & set(args):
         return
-    overrides, skip = [], False
-    for arg in args:
-        if skip or arg.startswith("-"):
-            skip = arg in ("--cfg", "-c", "--package", "-p", "--info", "-i") and not skip
-            continue
-        overrides.append(arg)
+    overrides, given = [], iter(args)
+    for arg in given:
+        if arg in ("--cfg", "-c", "--package", "-p", "--info", "-i"):
+            next(given, None)  # the flag's value
+        elif not arg.startswith("-"):
+            overrides.append(arg)
     try:
         from hydra import compose, initialize_config_dir
         from omegaconf import OmegaConf

@@ -31,7 +31,7 @@ from promptrl.engine.transports import (
     DEFAULT_LOCAL_MODEL, Completion, LiteLLMTransport, LocalTransport, is_local_model, local_model_path, strip_fences,
 )
 from promptrl.errors import BudgetReached, LanguageModelUnavailable, PredictionError, UserError
-from promptrl.secrets import add_secret, collect, collect_from_text, is_secret_key, strip_userinfo
+from promptrl.secrets import MASK, add_secret, collect, collect_from_text, is_headers_key, is_secret_key, strip_userinfo
 
 # litellm downloads its price map at import unless told to use the bundled copy (no network here).
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -40,7 +40,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # (api_base, api_key, model_path, cache_dir, headers and any other transport argument) comes from
 # the current config, never from a file (see from_saved).
 SETTING_KEYS = ("temperature", "max_tokens", "concurrency", "timeout", "num_retries", "n_ctx", "n_threads",
-                "structured_output", "max_consecutive_failures", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop")
+                "structured_output", "max_consecutive_failures",
+                "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop")
 TRANSPORTS = ("auto", "http", "litellm")
 
 _PROCESS = uuid.uuid4().hex  # tags reply-cache entries: a hit from another process was paid by an earlier run
@@ -160,6 +161,7 @@ class LanguageModel:
         self.limiter = AdaptiveLimiter(concurrency)
         self.structured = StructuredOutput(structured_output, owner)
         self._cache = None
+        self._run_cache_dir: str | None = None  # a run's own reply cache (use_reply_cache)
         if self.is_local:
             local_model_path(model, model_path)  # a wrong path or name is a user error now, not 0 reward later
             self._transport = LocalTransport(self)
@@ -208,7 +210,8 @@ class LanguageModel:
         return config
 
     def _public_extra(self) -> dict:
-        return {k: v for k, v in self.extra.items() if not is_secret_key(k) and not k.lower().endswith("headers")}
+        """Extra settings that are not credentials (headers and secret-looking keys are)."""
+        return {k: v for k, v in self.extra.items() if not is_secret_key(k) and not is_headers_key(k)}
 
     def clone(self, **changes) -> "LanguageModel":
         """The same model and settings (and credentials) with its own usage counters, e.g. an
@@ -230,7 +233,7 @@ class LanguageModel:
         from_file = {}
         if trust_endpoint:
             from_file = {k: v for k, v in saved.items()
-                         if k not in SETTING_KEYS and k != "model" and v is not None and v != "***"}
+                         if k not in SETTING_KEYS and k != "model" and v is not None and v != MASK}
         chosen = {k: v for k, v in (endpoint or {}).items() if v is not None}
         return cls(model=saved["model"], **settings, **{**from_file, **chosen})
 
@@ -238,13 +241,13 @@ class LanguageModel:
         return f"LanguageModel(model={self.model!r})"
 
     def use_reply_cache(self, path) -> None:
-        """Keep validated replies in `path` (a run's own cache: a resumed run replays them for free),
+        """Keep replies in `path` (a run's own cache: a resumed run replays them for free),
         unless the user chose a cache_dir. Not a setting: checkpoints do not record it."""
         if not self.cache_dir and self._cache is None:
             self._run_cache_dir = str(path)
 
     def _cache_store(self):
-        where = self.cache_dir or getattr(self, "_run_cache_dir", None)
+        where = self.cache_dir or self._run_cache_dir
         if where and self._cache is None:
             import diskcache
 
@@ -319,7 +322,7 @@ class LanguageModel:
         if entry.get("process") == _PROCESS:
             self._account(cache_hits=1)  # asked twice in this run: paid once
         else:
-            self._account(cache_hits=1, replayed_calls=1, cost=0.0, replayed_cost=completion.cost,
+            self._account(cache_hits=1, replayed_calls=1, replayed_cost=completion.cost,
                           replayed_tokens=completion.prompt_tokens + completion.completion_tokens)
         return completion
 

@@ -35,6 +35,11 @@ _values: set[str] = set()  # every form (raw, JSON-escaped, URL-quoted) of every
 _pattern: re.Pattern | None = None
 
 
+def is_headers_key(key) -> bool:
+    """`extra_headers`, `headers`: every value in it is treated as a credential."""
+    return bool(_HEADERS_KEY.search(str(key)))
+
+
 def is_secret_key(key) -> bool:
     key = str(key)
     return bool(_SECRET_KEY.search(key)) and not _NOT_SECRET_KEY.search(key)
@@ -68,7 +73,7 @@ def collect(data: Any, key: str | None = None, in_headers: bool = False) -> None
     every value of a headers mapping, and URL userinfo anywhere."""
     if isinstance(data, dict):
         for k, v in data.items():
-            collect(v, str(k), in_headers or bool(_HEADERS_KEY.search(str(k))))
+            collect(v, str(k), in_headers or is_headers_key(k))
     elif isinstance(data, (list, tuple)):
         for v in data:
             collect(v, key, in_headers)
@@ -162,7 +167,7 @@ def scrub_config(value: Any) -> Any:
 
 def _mask_config(value: Any, key: str | None = None, in_headers: bool = False) -> Any:
     if isinstance(value, dict):
-        return {k: _mask_config(v, str(k), in_headers or bool(_HEADERS_KEY.search(str(k)))) for k, v in value.items()}
+        return {k: _mask_config(v, str(k), in_headers or is_headers_key(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_mask_config(v, key, in_headers) for v in value]
     if value is not None and not isinstance(value, bool) and str(value) and (

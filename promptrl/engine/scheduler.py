@@ -45,22 +45,35 @@ _REQUEST_ERRORS = ("BadRequest", "ContextWindowExceeded", "ContentPolicy", "Unpr
 REQUEST_STATUS = (400, 409, 413, 422)
 
 
+def status_of(error: BaseException) -> int | None:
+    """The HTTP status of a transport error (ours, litellm's or the openai SDK's), if it has one."""
+    for name in ("status_code", "status"):
+        value = getattr(error, name, None)
+        if isinstance(value, int):
+            return value
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None) if response is not None else None
+
+
+def _about_one_request(error: BaseException) -> bool:
+    return status_of(error) in REQUEST_STATUS or any(t in type(error).__name__ for t in _REQUEST_ERRORS)
+
+
+def _names_a_bad_setting(error: BaseException) -> bool:
+    return any(text in str(error) for text in _CONFIGURATION_MESSAGES)
+
+
 def is_request_error(error: BaseException) -> bool:
     """A refusal of this one request (context length, content filter, a malformed body): the next
     request may well pass. Told by its HTTP status or class, never by when it happens."""
-    status = getattr(error, "status_code", None)
-    return (status in REQUEST_STATUS or any(t in type(error).__name__ for t in _REQUEST_ERRORS)) \
-        and not is_configuration_error(error)
+    return _about_one_request(error) and not _names_a_bad_setting(error)
 
 
 def is_configuration_error(error: BaseException) -> bool:
     """A setting that can never work, whenever it shows: a provider or model litellm cannot map
     (it says so in a BadRequestError), or any error that is neither transient nor about one request
     (a model file that does not load, a malformed endpoint URL)."""
-    if any(text in str(error) for text in _CONFIGURATION_MESSAGES):
-        return True
-    return not is_retryable(error) and not any(t in type(error).__name__ for t in _REQUEST_ERRORS) \
-        and getattr(error, "status_code", None) not in REQUEST_STATUS
+    return _names_a_bad_setting(error) or not (is_retryable(error) or _about_one_request(error))
 
 
 def is_retryable(error: BaseException) -> bool:

@@ -17,6 +17,8 @@ import logging
 import re
 import threading
 
+from promptrl.engine.scheduler import status_of
+
 MODES = ("json_schema", "json_object_schema", "json_object", "none")
 SETTING = ("auto", *MODES)
 # How servers turn down a response_format they do not know: one of these statuses (llama-cpp-python's
@@ -53,15 +55,6 @@ def is_strict_schema(schema: dict) -> bool:
         return True
 
     return strict(schema)
-
-
-def status_of(error: BaseException) -> int | None:
-    for name in ("status_code", "status"):
-        value = getattr(error, name, None)
-        if isinstance(value, int):
-            return value
-    response = getattr(error, "response", None)
-    return getattr(response, "status_code", None) if response is not None else None
 
 
 def about_format(error: BaseException) -> bool:
