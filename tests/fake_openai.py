@@ -63,7 +63,7 @@ def _handler(recorder: Recorder):
                 time.sleep(recorder.delay(text))
             content = action.get("content", json.dumps({"answer": "positive" if "great" in text else "negative"}))
             reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                     "choices": [{"index": 0, "finish_reason": "stop",
+                     "choices": [{"index": 0, "finish_reason": action.get("finish_reason", "stop"),
                                   "message": {"role": "assistant", "content": content}}],
                      "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}
             data = json.dumps(reply).encode()

@@ -191,3 +191,17 @@ def test_a_transient_500_at_the_start_does_not_change_the_mode(server):
     lm = openai_lm(url, num_retries=1)
     assert predict(lm, ["great"])[0].answer == "positive"
     assert lm.structured.mode == "json_schema" and lm.structured.fallbacks == [] and lm.usage.retries == 1
+
+
+def test_schema_violating_and_truncated_replies_are_failed_predictions_counted_once(server):
+    url, recorder = server
+    recorder.actions = [{}, {"content": '{"answer": "maybe"}'},  # valid JSON, not one of the choices
+                        {"content": '{"answer": "posi', "finish_reason": "length"}]  # cut at max_tokens
+    lm = openai_lm(url, concurrency=1)
+    program, dataset = sentiment_program(lm)
+    from promptrl.trainer import predict as run
+
+    predictions = asyncio.run(run(program, [dataset.input_data_model(text=t) for t in ("great", "dull", "great")]))
+    assert [p.failure for p in predictions] == [None, "invalid", "invalid"]
+    assert "max_tokens" in predictions[2].error
+    assert (lm.usage.calls, lm.usage.failures, lm.usage.retries) == (3, 2, 0) and len(recorder.requests) == 3
