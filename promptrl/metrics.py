@@ -54,5 +54,5 @@ class RewardMetric(Reward):
         super().__init__(reward.in_mask, reward.out_mask, name or reward.name)
         self.reward = reward
 
-    async def __call__(self, y_true, y_pred) -> float:
-        return await self.reward(y_true, y_pred)
+    async def scored(self, y_true, y_pred):
+        return await self.reward.scored(y_true, y_pred)

@@ -2,6 +2,10 @@
 
 Every reward takes `in_mask` (keep only these fields) and `out_mask` (drop these fields),
 applied to both the target and the prediction. A failed prediction (None) scores 0.
+
+A reward also explains its score in a line of text (`scored` returns both): ExactMatch says what
+was expected and what came instead, an LM judge gives its critique. Optimizers that rewrite
+instructions (TextGrad, GEPA) show that feedback to the optimizer LM.
 """
 
 from __future__ import annotations
@@ -9,11 +13,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydantic
 
-__all__ = ["Reward", "ExactMatch", "CosineSimilarity", "apply_mask"]
+__all__ = ["Reward", "ExactMatch", "CosineSimilarity", "Scored", "apply_mask"]
 
 
 def _as_dict(value) -> dict:
@@ -66,8 +70,31 @@ def values_match(expected: Any, predicted: Any, case_sensitive: bool = True) -> 
     return expected == predicted
 
 
+class Scored(NamedTuple):
+    """A reward's score in [0, 1] and its one-line explanation."""
+
+    score: float
+    feedback: str
+
+
+NO_OUTPUT = "no valid output was produced"
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def mismatch_feedback(y_true: dict, y_pred: dict, case_sensitive: bool = True) -> str:
+    """`answer: expected "(A)", got "(B)"` for every kept field that differs; "correct" if none."""
+    wrong = [f"{k}: expected {_short(v)}, got " + (_short(y_pred[k]) if k in y_pred else "nothing")
+             for k, v in y_true.items() if k not in y_pred or not values_match(v, y_pred[k], case_sensitive)]
+    return "; ".join(wrong) if wrong else "correct"
+
+
 class Reward:
-    """Base class: subclasses implement `score(y_true: dict, y_pred: dict) -> float`."""
+    """Base class: subclasses implement `score(y_true: dict, y_pred: dict) -> float`, and may
+    override `feedback` (a line explaining the score) or `scored` (both from one computation)."""
 
     default_name = "reward"
 
@@ -77,13 +104,24 @@ class Reward:
         self.name = name or self.default_name
 
     async def __call__(self, y_true, y_pred) -> float:
+        return (await self.scored(y_true, y_pred)).score
+
+    async def scored(self, y_true, y_pred) -> Scored:
+        """The score and its feedback for one prediction (None: a failed prediction, 0)."""
         if y_pred is None:
-            return 0.0
-        return float(await self.score(apply_mask(y_true, self.in_mask, self.out_mask),
-                                      apply_mask(y_pred, self.in_mask, self.out_mask)))
+            return Scored(0.0, NO_OUTPUT)
+        true, pred = apply_mask(y_true, self.in_mask, self.out_mask), apply_mask(y_pred, self.in_mask, self.out_mask)
+        value = float(await self.score(true, pred))
+        return Scored(value, self.feedback(true, pred, value))
 
     async def score(self, y_true: dict, y_pred: dict) -> float:
         raise NotImplementedError
+
+    def feedback(self, y_true: dict, y_pred: dict, score: float) -> str:
+        """One line on why: the fields that differ from the target, with the score when partial."""
+        if score >= 1.0:
+            return "correct"
+        return f"score {score:.2f}; {mismatch_feedback(y_true, y_pred)}"
 
 
 class ExactMatch(Reward):
@@ -99,6 +137,9 @@ class ExactMatch(Reward):
         if not y_true:
             return 0.0
         return float(all(k in y_pred and values_match(v, y_pred[k], self.case_sensitive) for k, v in y_true.items()))
+
+    def feedback(self, y_true: dict, y_pred: dict, score: float) -> str:
+        return mismatch_feedback(y_true, y_pred, self.case_sensitive) if y_true else "nothing to compare (no kept fields)"
 
 
 def _as_text(data: dict) -> str:

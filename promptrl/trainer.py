@@ -17,6 +17,7 @@ from typing import Any
 from promptrl.callbacks import Callback, CallbackList
 from promptrl.errors import PredictionError, UserError
 from promptrl.modules import RunContext
+from promptrl.rewards import Scored
 from promptrl.seeding import derive_seed
 from promptrl.engine.scheduler import run_all
 
@@ -35,6 +36,7 @@ class Prediction:
     failure: str | None = None
     trace: list[dict] = field(default_factory=list)
     reward: float | None = None
+    feedback: str | None = None  # the reward's explanation of its score (shown to optimizer LMs)
     scores: dict[str, float] = field(default_factory=dict)
 
 
@@ -60,18 +62,18 @@ async def score(program, predictions: list[Prediction], ys) -> list[Prediction]:
     for prediction, y_true in zip(predictions, ys):
         prediction.y_true = y_true
         if program.reward:
-            prediction.reward = await _safe_score(program.reward, prediction)
+            prediction.reward, prediction.feedback = await _safe_score(program.reward, prediction)
         for metric in program.metrics:
-            prediction.scores[metric.name] = await _safe_score(metric, prediction)
+            prediction.scores[metric.name] = (await _safe_score(metric, prediction)).score
     return predictions
 
 
-async def _safe_score(scorer, prediction: Prediction) -> float:
+async def _safe_score(scorer, prediction: Prediction) -> Scored:
     try:
-        return await scorer(prediction.y_true, prediction.y_pred)
+        return await scorer.scored(prediction.y_true, prediction.y_pred)
     except PredictionError as error:  # e.g. an embedding call failed: score 0, keep going
         prediction.error = prediction.error or str(error)
-        return 0.0
+        return Scored(0.0, f"could not be scored: {error}")
 
 
 def answered(predictions: list[Prediction]) -> list[Prediction]:

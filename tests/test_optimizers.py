@@ -190,3 +190,117 @@ def test_random_few_shot_samples_beyond_the_first_correct_inputs_on_ties():
                                  trace=[{"module": "g", "input": {"q": i}, "output": {"a": i}}]) for i in range(20)])
     chosen = {e["input"]["q"] for _ in range(10) for e in optimizer.best("g")}
     assert len(chosen) > 2  # ties are broken at random, not always the first two recorded
+
+
+# ---- demonstrations from labels ----------------------------------------------------------------
+def never_right():
+    """A model that gets every example wrong: no prediction is ever rewarded."""
+    return ScriptedLanguageModel(lambda messages, model: {"answer": "wrong"}, model="never-right")
+
+
+def test_labelled_demos_fill_in_when_no_prediction_is_rewarded():
+    from promptrl.optimizers import RandomFewShot
+
+    program = one_generator_program(never_right())
+    fit(program, RandomFewShot(k=3, demos="mixed"), n_train=6)
+    examples = program.get_module("answer").examples
+    assert len(examples) == 3
+    for example in examples:  # each demo is a training input with its own ground-truth answer
+        assert example["output"]["answer"] == example["input"]["question"].replace("q", "a")
+    program = one_generator_program(never_right())
+    fit(program, RandomFewShot(k=3, demos="predictions"), n_train=6)
+    assert program.get_module("answer").examples == []  # today's behaviour, kept under demos=predictions
+
+
+def test_mixed_demos_put_rewarded_predictions_first_then_labels():
+    from promptrl.optimizers import RandomFewShot
+    from promptrl.trainer import Prediction
+
+    optimizer = RandomFewShot(k=3, demos="mixed", seed=0)
+    right = Prediction(index=0, x=Question(question="q0"), y_true=Answer(answer="a0"), reward=1.0,
+                       trace=[{"module": "answer", "input": {"question": "q0"}, "output": {"answer": "a0"}}])
+    wrong = [Prediction(index=i, x=Question(question=f"q{i}"), y_true=Answer(answer=f"a{i}"), reward=0.0,
+                        trace=[{"module": "answer", "input": {"question": f"q{i}"}, "output": {"answer": "no"}}])
+             for i in (1, 2, 3)]
+    program = one_generator_program(never_right())
+    optimizer.record([right, *wrong], program)
+    chosen = optimizer.choose("answer")
+    assert chosen[0] == {"input": {"question": "q0"}, "output": {"answer": "a0"}}
+    assert [c["output"]["answer"] for c in chosen[1:]] == [c["input"]["question"].replace("q", "a") for c in chosen[1:]]
+    assert "no" not in [c["output"]["answer"] for c in chosen]  # a wrong output is never shown
+    assert len({c["input"]["question"] for c in chosen}) == 3  # the rewarded input is not repeated from labels
+
+
+def test_labelled_demo_of_a_chain_of_thought_keeps_the_programs_own_reasoning():
+    from promptrl.modules import ChainOfThought
+    from promptrl.optimizers.demos import labelled_demo
+    from promptrl.trainer import Prediction
+
+    x0 = Input(Question, name="q")
+    cot = ChainOfThought(Answer, never_right(), name="answer")
+    Program(x0, cot(x0), name="p")
+    prediction = Prediction(index=0, x=Question(question="q1"), y_true=Answer(answer="a1"), reward=0.0,
+                            trace=[{"module": "answer", "input": {"question": "q1"},
+                                    "output": {"thinking": "let me see", "answer": "wrong"}}])
+    demo = labelled_demo(cot, prediction, program_input_only=True)
+    assert demo["output"] == {"thinking": "let me see", "answer": "a1"}  # field order of the output model
+    prediction.trace = []  # failed before the step: the program input, the labelled field only
+    assert labelled_demo(cot, prediction, program_input_only=True) == {"input": {"question": "q1"},
+                                                                       "output": {"answer": "a1"}}
+
+
+def test_labelled_demos_only_for_generators_producing_the_program_output():
+    from promptrl.optimizers import RandomFewShot
+
+    def respond(messages, model):
+        if "notes" in model.model_fields:
+            return {"notes": "about " + last_user_input(messages)["question"]}
+        return {"answer": "wrong"}
+    lm = ScriptedLanguageModel(respond, model="chain")
+    x0 = Input(Question, name="q")
+    notes = Generator(Notes, lm, name="notes")(x0)
+    out = Generator(Answer, lm, name="answer")(notes)
+    program = Program(x0, out, name="chain")
+    fit(program, RandomFewShot(k=2, demos="labels"), n_train=4)
+    assert program.get_module("notes").examples == []  # no label exists for an intermediate step
+    answer_examples = program.get_module("answer").examples
+    assert len(answer_examples) == 2  # the answer step's own input (the notes) with the label
+    assert all(e["output"]["answer"] == e["input"]["notes"].replace("about q", "a") for e in answer_examples)
+
+
+def test_demos_source_is_checked_and_round_trips_through_state():
+    from promptrl.errors import UserError
+    from promptrl.optimizers import RandomFewShot
+
+    with pytest.raises(UserError, match="demos='label' is not one of"):
+        RandomFewShot(demos="label")
+    program = one_generator_program(never_right())
+    optimizer = RandomFewShot(k=2)
+    fit(program, optimizer, n_train=4)
+    state = json.loads(json.dumps(optimizer.get_state()))
+    restored = RandomFewShot(k=2)
+    restored.set_state(state)
+    assert restored.labelled == optimizer.labelled and restored.get_config()["demos"] == "mixed"
+
+
+# ---- reward feedback reaches the optimizer LM --------------------------------------------------
+def test_exact_match_feedback_says_what_was_expected_and_what_came():
+    reward = rewards.ExactMatch()
+    scored = asyncio.run(reward.scored(Answer(answer="a1"), Answer(answer="wrong")))
+    assert scored == (0.0, 'answer: expected a1, got wrong')
+    assert asyncio.run(reward.scored(Answer(answer="a1"), Answer(answer="a1"))) == (1.0, "correct")
+    assert asyncio.run(reward.scored(Answer(answer="a1"), None)).feedback == "no valid output was produced"
+
+
+def test_reward_feedback_reaches_the_textgrad_critique_prompt():
+    seen = []
+
+    def respond(messages, model):
+        seen.append(messages[-1]["content"])
+        if "instruction" in model.model_fields:
+            return {"instruction": "better"}
+        return {"critique": "fix it"}
+
+    program = one_generator_program(never_right())
+    fit(program, TextGrad(ScriptedLanguageModel(respond, model="teacher"), batch=1), n_train=4)
+    assert any("the reward's feedback: answer: expected a" in prompt and "got wrong" in prompt for prompt in seen)

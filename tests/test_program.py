@@ -335,7 +335,7 @@ def test_optimizer_state_is_saved_after_fit(tmp_path):
 
     state = json.loads((tmp_path / "p.json").read_text())
     assert state["optimizer"]["class"] == "RandomFewShot"
-    assert state["optimizer"]["state"]["config"] == {"k": 2, "k_best": 4, "min_reward": 0.0, "seed": 3}
+    assert state["optimizer"]["state"]["config"] == {"k": 2, "k_best": 4, "min_reward": 0.0, "demos": "mixed", "seed": 3}
     pool = state["optimizer"]["state"]["pool"]["gen"]
     assert sorted(e["input"]["question"] for e in pool) == ["0", "1", "2", "3"]
     assert all(e["reward"] == 1.0 for e in pool)

@@ -80,7 +80,7 @@ class OPRO(Optimizer):
                 step = next(s for s in p.trace if s["module"] == generator.name)
                 lines += [f"input: {as_json(step['input'])}", f"output: {as_json(step['output'])}",
                           f"expected program output: {as_json(p.y_true.model_dump())}",
-                          f"reward: {p.reward:.2f}", ""]
+                          f"reward: {p.reward:.2f}" + (f" ({p.feedback})" if p.feedback else ""), ""]
         lines.append("Write a new instruction, different from the previous ones, that gets a higher score. "
                      "Keep it short and general.")
         return [{"role": "system", "content": "You are an expert prompt engineer."},
@@ -150,11 +150,13 @@ class OPRO(Optimizer):
 
 
 class FewShotOPRO(OPRO):
-    """OPRO's instruction updates plus RandomFewShot's example selection (k among the k_best)."""
+    """OPRO's instruction updates plus RandomFewShot's demonstrations (k among the k_best rewarded
+    predictions, topped up from labels with `demos=mixed`)."""
 
-    def __init__(self, language_model, k: int = 3, k_best: int = 10, min_reward: float = 0.0, **opro_kwargs):
+    def __init__(self, language_model, k: int = 3, k_best: int = 10, min_reward: float = 0.0, demos: str = "mixed",
+                 **opro_kwargs):
         super().__init__(language_model, **opro_kwargs)
-        self.few_shot = RandomFewShot(k=k, k_best=k_best, min_reward=min_reward, seed=self.seed)
+        self.few_shot = RandomFewShot(k=k, k_best=k_best, min_reward=min_reward, demos=demos, seed=self.seed)
 
     async def on_batch_end(self, program, predictions) -> None:
         await self.few_shot.on_batch_end(program, predictions)
@@ -163,7 +165,7 @@ class FewShotOPRO(OPRO):
     def get_config(self) -> dict:
         config = self.few_shot.get_config()
         return {**super().get_config(), "k": config["k"], "k_best": config["k_best"],
-                "min_reward": config["min_reward"]}
+                "min_reward": config["min_reward"], "demos": config["demos"]}
 
     def get_state(self) -> dict:
         return {**super().get_state(), "few_shot": self.few_shot.get_state()}

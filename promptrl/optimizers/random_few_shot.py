@@ -1,42 +1,68 @@
-"""RandomFewShot: each generator's examples become k predictions sampled among its k_best best-rewarded."""
+"""RandomFewShot: each generator's examples become k demonstrations sampled among its k_best best-rewarded
+predictions, topped up with labelled training examples when too few predictions are rewarded."""
 
 from __future__ import annotations
 
-import json
-
 from promptrl.checks import check_number
+from promptrl.errors import UserError
 from promptrl.optimizers.base import Optimizer
+from promptrl.optimizers.demos import (DEMO_SOURCES, input_key, labelled_demo, output_generator_names,
+                                       reads_program_input_only)
 
 
 class RandomFewShot(Optimizer):
     """Keep every scored prediction of each generator; after each training batch, set the
-    generator's few-shot examples to `k` predictions sampled among the `k_best` best-rewarded.
+    generator's few-shot examples to `k` demonstrations.
 
-    A prediction enters the pool with the reward of the example it was part of (paired by
-    example index). Only predictions whose reward is above `min_reward` are eligible, so a
-    wrong answer never becomes a demonstration; one entry is kept per distinct input (its best).
+    `demos` says where they come from:
+    - `predictions`: sampled among the `k_best` best-rewarded predictions. A prediction enters the
+      pool with the reward of the example it was part of (paired by example index); only rewards
+      above `min_reward` are eligible, so a wrong answer never becomes a demonstration; one entry
+      is kept per distinct input (its best).
+    - `labels`: training examples with their ground-truth output (see optimizers.demos).
+    - `mixed` (default): rewarded predictions first, then labelled examples for the rest, so a
+      task the model gets 0 % right still gets k demonstrations.
     """
 
-    def __init__(self, k: int = 3, k_best: int = 10, min_reward: float = 0.0, seed: int | None = 0):
+    def __init__(self, k: int = 3, k_best: int = 10, min_reward: float = 0.0, demos: str = "mixed",
+                 seed: int | None = 0):
         super().__init__(seed)
         check_number("RandomFewShot", "k", k, 0, integer=True)
         check_number("RandomFewShot", "k_best", k_best, 1, integer=True)
         check_number("RandomFewShot", "min_reward", min_reward)
+        if demos not in DEMO_SOURCES:
+            raise UserError(f"RandomFewShot: demos={demos!r} is not one of {', '.join(DEMO_SOURCES)}; "
+                            "e.g. optimizer.demos=mixed")
         self.k = k
         self.k_best = k_best
         self.min_reward = min_reward
+        self.demos = demos
         self.pool: dict[str, dict[str, dict]] = {}  # generator -> input key -> {input, output, reward}
+        self.labelled: dict[str, dict[str, dict]] = {}  # generator -> input key -> {input, output}
 
-    def record(self, predictions) -> None:
+    def record(self, predictions, program=None) -> None:
         for prediction in predictions:
             if prediction.reward is None:
                 continue
             for step in prediction.trace:
                 pool = self.pool.setdefault(step["module"], {})
-                key = json.dumps(step["input"], sort_keys=True)
+                key = input_key(step["input"])
                 entry = {"input": step["input"], "output": step["output"], "reward": prediction.reward}
                 if key not in pool or entry["reward"] >= pool[key]["reward"]:
                     pool[key] = entry
+        if program is not None and self.demos != "predictions":
+            self.record_labels(program, predictions)
+
+    def record_labels(self, program, predictions) -> None:
+        outputs = output_generator_names(program)
+        for generator in program.generators:
+            if generator.name not in outputs:
+                continue
+            input_only = reads_program_input_only(program, generator)
+            for prediction in predictions:
+                demo = labelled_demo(generator, prediction, input_only)
+                if demo is not None:
+                    self.labelled.setdefault(generator.name, {})[input_key(demo["input"])] = demo
 
     def best(self, module_name: str) -> list[dict]:
         """The k_best eligible entries of a generator, best reward first; ties broken at random
@@ -45,28 +71,40 @@ class RandomFewShot(Optimizer):
         tie_break = {id(e): self.rng.random() for e in entries}
         return sorted(entries, key=lambda e: (-e["reward"], tie_break[id(e)]))[: self.k_best]
 
+    def choose(self, module_name: str) -> list[dict]:
+        """Up to k demonstrations for a generator, from the sources `demos` allows."""
+        chosen = []
+        if self.demos != "labels":
+            candidates = self.best(module_name)
+            chosen = self.rng.sample(candidates, min(self.k, len(candidates)))
+        if self.demos != "predictions" and len(chosen) < self.k:
+            taken = {input_key(e["input"]) for e in chosen}
+            labelled = [e for key, e in self.labelled.get(module_name, {}).items() if key not in taken]
+            chosen += self.rng.sample(labelled, min(self.k - len(chosen), len(labelled)))
+        return [{"input": e["input"], "output": e["output"]} for e in chosen]
+
     def select_examples(self, program) -> None:
         for generator in program.generators:
-            candidates = self.best(generator.name)
-            if not candidates:
-                continue
-            chosen = self.rng.sample(candidates, min(self.k, len(candidates)))
-            generator.examples = [{"input": e["input"], "output": e["output"]} for e in chosen]
+            chosen = self.choose(generator.name)
+            if chosen or self.k == 0:  # nothing to show yet: keep the current examples
+                generator.examples = chosen
 
     async def on_batch_end(self, program, predictions) -> None:
         self.step += 1
-        self.record(predictions)
+        self.record(predictions, program)
         self.select_examples(program)
 
     def get_config(self) -> dict:
-        return {"k": self.k, "k_best": self.k_best, "min_reward": self.min_reward, "seed": self.seed}
+        return {"k": self.k, "k_best": self.k_best, "min_reward": self.min_reward, "demos": self.demos,
+                "seed": self.seed}
 
     def get_state(self) -> dict:
-        return {**super().get_state(), "pool": {m: list(p.values()) for m, p in self.pool.items()}}
+        return {**super().get_state(), "pool": {m: list(p.values()) for m, p in self.pool.items()},
+                "labelled": {m: list(p.values()) for m, p in self.labelled.items()}}
 
     def set_state(self, state: dict) -> None:
         super().set_state(state)
-        self.pool = {
-            module: {json.dumps(e["input"], sort_keys=True): e for e in entries}
-            for module, entries in state.get("pool", {}).items()
-        }
+        self.pool = {module: {input_key(e["input"]): e for e in entries}
+                     for module, entries in state.get("pool", {}).items()}
+        self.labelled = {module: {input_key(e["input"]): e for e in entries}
+                         for module, entries in state.get("labelled", {}).items()}

@@ -57,7 +57,8 @@ class TextGrad(Optimizer):
                   f"{generator.instructions or generator.default_instructions()}\n\n"
                   f"input: {as_json(step['input'])}\noutput: {output}\n"
                   f"expected output: {as_json(prediction.y_true.model_dump())}\n"
-                  f"reward: {prediction.reward:.2f} (1 is best)\n\n"
+                  f"reward: {prediction.reward:.2f} (1 is best)\n"
+                  + (f"the reward's feedback: {prediction.feedback}\n" if prediction.feedback else "") + "\n"
                   "Explain concisely what is wrong with the output and how the instruction should change to fix it.")
         answer = await self.ask(self.language_model, [{"role": "user", "content": prompt}], Critique,
                                 self._seed("loss", prediction.index, generator.name))
