@@ -70,21 +70,32 @@ class Optimizer:
         return [x[i] for i in idx], [y[i] for i in idx]
 
     async def score_instructions(self, program, generator, instructions: str | None, batch) -> float:
-        """Program reward on `batch` with `generator` using `instructions` (then restored).
+        """Program reward on `batch` with `generator` using `instructions` (then restored)."""
+        logs, _ = await self.evaluate_candidate(program, {generator.name: {"instructions": instructions}}, batch)
+        return logs["reward"]
 
-        Only the reward is computed (no metrics), and the program calls it takes are accounted
+    async def evaluate_candidate(self, program, variables: dict[str, dict], batch, trace: bool = False):
+        """(logs, predictions) of the program on `batch` with `variables` ({module name: {"instructions":
+        ..., "examples": [...]}}, either key optional) set for the run, then restored.
+
+        Only the reward is computed (no metrics); each prediction keeps its reward, the reward's
+        feedback and, with `trace`, every module's input and output. The program calls are accounted
         under the role "optimizer_scoring" in the program LM's usage."""
         from promptrl.language_model import usage_role
-        from promptrl.trainer import evaluate
+        from promptrl.trainer import run_batch, score, summarize
 
-        saved, saved_metrics = generator.instructions, program.metrics
-        generator.instructions, program.metrics = instructions, []
+        saved, saved_metrics = program.trainable_variables, program.metrics
+        program.metrics = []
         try:
+            for name, values in variables.items():
+                program.get_module(name).set_variables(values)
             with usage_role("optimizer_scoring"):
-                logs = await evaluate(program, batch[0], batch[1], batch_size=len(batch[0]), seed=self.seed)
+                x, y = batch
+                predictions = await score(program, await run_batch(program, x, range(len(x)), self.seed, trace), y)
+            return summarize(predictions, program), predictions
         finally:
-            generator.instructions, program.metrics = saved, saved_metrics
-        return logs["reward"]
+            program.set_trainable_variables(saved)
+            program.metrics = saved_metrics
 
     async def ask(self, language_model, messages: list[dict], output_model, seed: int | None = None):
         """One optimizer-LM call; a failure is counted and returns None (never fatal)."""
