@@ -9,7 +9,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 # litellm: use the bundled model price map instead of downloading it at import.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install install-ray install-optuna train seed-script test test-fast bench bench-engine clean
+.PHONY: help install install-ray train seed-script test test-fast bench bench-engine clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,9 +24,6 @@ $(STAMP): pyproject.toml constraints.txt
 
 install-ray: install  ## add the Ray launcher (hydra/launcher=ray; ~200 MB)
 	$(BIN)/pip install -c constraints.txt -e ".[ray]"
-
-install-optuna: install  ## add the Optuna sweeper (+hparams_search=optuna; pins optuna 2.x)
-	$(BIN)/pip install -c constraints.txt -e ".[optuna]"
 
 train: install  ## the main job: default offline experiment on the embedded model (~2 min)
 	$(BIN)/promptrl train +optimizer=random_few_shot

@@ -107,14 +107,19 @@ def _one_line(text: str) -> str:
     return " ".join(lines).replace("\t", " ")
 
 
-OPTIONAL_EXTRAS = {"hydra/sweeper/optuna": "make install-optuna", "hydra/launcher/ray": "make install-ray"}
+# Config nodes that Hydra plugins register, and the fix when Hydra cannot find one.
+PLUGIN_FIXES = {
+    "hydra/launcher/ray": "an optional extra: run `make install-ray`",
+    # built in (hydra_plugins/promptrl_optuna_sweeper): missing only from a broken or partial install
+    "hydra/sweeper/optuna": "promptrl's Optuna sweeper plugin was not found: reinstall promptrl with `make install`",
+}
 
 
 def _hint(report: str, command: str) -> str:
-    """The fix for a Hydra composition error: an optional extra to install, or where to look."""
-    for missing, install in OPTIONAL_EXTRAS.items():
+    """The fix for a Hydra composition error: a plugin to install, or where to look."""
+    for missing, fix in PLUGIN_FIXES.items():
         if f"Could not find '{missing}'" in report or f"Could not load '{missing}'" in report:
-            return f" (an optional extra: run `{install}`)"
+            return f" ({fix})"
     return f" (see `promptrl {command} --help` for groups and options)"
 
 

@@ -83,11 +83,14 @@ def test_hydra_flags_pass_through():
     assert result.exit_code == 0 and "Config search path" in result.output and "conf" in result.output
 
 
-def test_a_missing_optional_extra_names_the_make_target():
+def test_a_missing_plugin_names_its_fix():
     from promptrl.cli import _hint, _one_line
 
-    hydra_report = ("In 'hparams_search/optuna': Could not find 'hydra/sweeper/optuna'\n\nConfig search path:\n"
+    hydra_report = ("Could not load 'hydra/launcher/ray'\n\nConfig search path:\n"
                     "\tprovider=hydra, path=pkg://hydra.conf\n")
-    assert _hint(hydra_report, "train") == " (an optional extra: run `make install-optuna`)"
+    assert _hint(hydra_report, "train") == " (an optional extra: run `make install-ray`)"
     assert "search path" not in _one_line(hydra_report).lower()
+    # the Optuna sweeper is built in: missing, it means a broken install, not an extra to add
+    optuna_report = "In 'hparams_search/optuna': Could not find 'hydra/sweeper/optuna'\n"
+    assert "reinstall promptrl" in _hint(optuna_report, "train") and "extra" not in _hint(optuna_report, "train")
     assert "promptrl train --help" in _hint("Could not find 'dataset/nope'", "train")

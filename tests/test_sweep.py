@@ -100,20 +100,143 @@ def test_ray_launcher_runs_the_sweep_on_a_local_ray(tmp_path):
     assert os.getpid() not in pids
 
 
-@pytest.mark.integration
-def test_optuna_search_optimizes_best_val_reward(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="optional extra: make install-optuna")
-    sweep_dir = tmp_path / "optuna"
+def optuna_search(sweep_dir, *extra):
+    """`+hparams_search=optuna` through the CLI, on the scripted sentiment model (seconds, not minutes)."""
     cmd = [sys.executable, "-m", "promptrl.cli", "train", "+optimizer=random_few_shot", "+hparams_search=optuna",
-           "hydra.sweeper.n_trials=2", "nb_runs=1", "epochs=1", "dataset.train_size=4", "dataset.val_size=3",
-           "dataset.test_size=2", "--no-progress", f"hydra.sweep.dir={sweep_dir}"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+           "nb_runs=1", "epochs=1", "dataset.train_size=8", "dataset.val_size=6", "dataset.test_size=4",
+           "language_model._target_=promptrl.testing.sentiment_student", "--no-progress",
+           f"hydra.sweep.dir={sweep_dir}", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+
+
+def test_optuna_search_optimizes_best_val_reward(tmp_path):
+    sweep_dir = tmp_path / "optuna"
+    done = optuna_search(sweep_dir, "hydra.sweeper.n_trials=3")
     assert done.returncode == 0, done.stderr[-3000:]
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {"optimizer.k", "optimizer.k_best"}
     rows = write_report(sweep_dir)
-    assert len(rows) == 2 and best["best_value"] == max(r["best_val_reward"] for r in rows)
+    assert len(rows) == 3 and best["best_value"] == max(r["best_val_reward"] for r in rows)
+    assert best["n_trials"] == 3 and best["n_failed"] == 0
+    # each trial's sampled values are what its job ran with
+    for trial in best["trials"]:
+        overrides = yaml.safe_load((sweep_dir / str(trial["job"]) / "overrides.yaml").read_text())
+        assert {f"{k}={v}" for k, v in trial["params"].items()} <= set(overrides)
+
+
+def test_optuna_search_whose_jobs_all_fail_still_runs_every_trial(tmp_path):
+    sweep_dir = tmp_path / "optuna"
+    done = optuna_search(sweep_dir, "hydra.sweeper.n_trials=2", "dataset.test_size=100000")
+    assert done.returncode == 1 and "2 of 2 jobs failed" in done.stderr, done.stderr[-3000:]
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert best["n_failed"] == 2 and best["best_value"] is None and best["best_params"] == {}
+
+
+TOY_APP = """
+import math, sys
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+FAILS = {1: "raise", 2: "none", 3: "nan"}
+
+
+@hydra.main(config_path=".", config_name="toy", version_base="1.3")
+def main(cfg):
+    fail = FAILS.get(HydraConfig.get().job.num)
+    if fail == "raise":
+        raise RuntimeError("boom")
+    if fail == "none":
+        return None
+    if fail == "nan":
+        return math.nan
+    return -(cfg.x - 0.3) ** 2 + cfg.k / 10 + (cfg.y == "b")
+
+
+main()
+"""
+
+TOY_CONFIG = """
+defaults:
+  - override hydra/sweeper: optuna
+  - _self_
+x: 0.0
+k: 1
+y: a
+hydra:
+  sweeper:
+    n_trials: 7
+    n_jobs: 2
+    sampler: {_target_: optuna.samplers.TPESampler, seed: 7, n_startup_trials: 2}
+    params:
+      x: interval(-1, 1)
+      k: range(1, 6)
+      y: choice(a, b)
+"""
+
+
+def toy_sweep(tmp_path, name: str, *overrides):
+    """promptrl's Optuna sweeper on a tiny Hydra app: job 1 raises, job 2 returns None, job 3 NaN."""
+    (tmp_path / "app.py").write_text(TOY_APP)
+    (tmp_path / "toy.yaml").write_text(TOY_CONFIG)
+    sweep_dir = tmp_path / name
+    done = subprocess.run([sys.executable, str(tmp_path / "app.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *overrides],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text()), done
+
+
+def test_optuna_sweeper_records_failed_trials_and_goes_on(tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    results, done = toy_sweep(tmp_path, "sweep", f"hydra.sweeper.storage='{storage}'", "hydra.sweeper.study_name=toy")
+    logged = done.stdout + done.stderr  # Hydra logs to stdout
+    assert "trial 1 (job 1) failed: the job raised RuntimeError: boom" in logged
+    assert "trial 2 (job 2) failed: the job returned None, not a number" in logged
+    assert "trial 3 (job 3) failed: the job returned nan" in logged
+    trials = results["trials"]
+    assert [t["job"] for t in trials] == list(range(7)) and results["n_trials"] == 7 and results["n_failed"] == 3
+    assert [t["state"] for t in trials] == ["complete", "failed", "failed", "failed", "complete", "complete", "complete"]
+    complete = [t for t in trials if t["state"] == "complete"]
+    assert results["best_value"] == max(t["value"] for t in complete)
+    best = next(t for t in trials if t["job"] == results["best_job"])
+    assert best["value"] == results["best_value"] and best["params"] == results["best_params"]
+    assert set(results["best_params"]) == {"x", "k", "y"} and results["best_params"]["k"] in range(1, 6)
+    assert all(-1 <= t["params"]["x"] <= 1 and t["params"]["y"] in ("a", "b") for t in trials)
+    # optuna's own record: the failed jobs are failed trials of the stored study
+    study = optuna.load_study(study_name="toy", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "FAIL", "FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]
+
+
+def test_optuna_sampler_seed_makes_two_sweeps_propose_the_same_params(tmp_path):
+    first, _ = toy_sweep(tmp_path, "first")
+    second, _ = toy_sweep(tmp_path, "second")
+    other, _ = toy_sweep(tmp_path, "other", "hydra.sweeper.sampler.seed=8")
+    params = [t["params"] for t in first["trials"]]
+    assert params == [t["params"] for t in second["trials"]] and first["best_value"] == second["best_value"]
+    assert params != [t["params"] for t in other["trials"]]
+
+
+def test_optuna_sweep_syntax_maps_to_optuna_distributions():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from hydra_plugins.promptrl_optuna_sweeper.optuna_sweeper import search_space
+
+    params, fixed = search_space(["a=choice(x, 'b c', [1,2])", "b=range(1, 10, 3)", "c=interval(0, 1)",
+                                  "d=tag(log, interval(1e-4, 1))", "e=int(interval(1, 8))", "+f=3",
+                                  "k=choice(1, 2)", "k=4"])
+    space = {p.key: p.distribution for p in params}
+    assert space == {"a": CategoricalDistribution(["x", "b c", "[1,2]"]), "b": IntDistribution(1, 7, step=3),
+                     "c": FloatDistribution(0.0, 1.0), "d": FloatDistribution(1e-4, 1.0, log=True),
+                     "e": IntDistribution(1, 8)}
+    assert fixed == ["+f=3", "k=4"]  # a plain value given after a sweep of the same key replaces it
+    # a sampled value written back as an override parses to that value
+    parser = OverridesParser.create()
+    a = params[0]
+    assert [parser.parse_override(a.override(c)).value() for c in a.distribution.choices] == ["x", "b c", [1, 2]]
+    assert parser.parse_override(params[3].override(0.00012)).value() == 0.00012
 
 
 def test_report_command_renders_an_existing_sweep_and_rejects_other_dirs(tmp_path):
