@@ -36,7 +36,7 @@ def plan_train(cfg, setup, out: Path) -> dict:
     upper_bound = False
     if setup.training:
         batches = epochs * math.ceil(len(setup.train) / cfg.batch_size)
-        optimizer = setup.optimizer.planned_calls(batches, generators, len(setup.val), cfg.batch_size)
+        optimizer = setup.optimizer.planned_calls(batches, generators, len(setup.val), cfg.batch_size, epochs)
         # Early stopping may end training sooner: then every count of training is at most.
         upper_bound = optimizer["upper_bound"] or any(type(c).__name__ == "EarlyStopping" for c in setup.callbacks)
         calls.update({

@@ -40,9 +40,10 @@ class Optimizer:
     def get_config(self) -> dict:
         return {"seed": self.seed}
 
-    def planned_calls(self, batches: int, generators: int, val_size: int, batch_size: int) -> dict:
-        """The LM calls this optimizer makes over `batches` training batches of a program with
-        `generators` generators: {"teacher": n, "scoring": n, "upper_bound": bool} (a dry run's plan)."""
+    def planned_calls(self, batches: int, generators: int, val_size: int, batch_size: int, epochs: int = 1) -> dict:
+        """The LM calls this optimizer makes over `batches` training batches (in `epochs` epochs) of a
+        program with `generators` generators: {"teacher": n, "scoring": n, "upper_bound": bool} (a dry
+        run's plan)."""
         return {"teacher": 0, "scoring": 0, "upper_bound": False}
 
     def get_state(self) -> dict:

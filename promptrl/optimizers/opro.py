@@ -119,7 +119,7 @@ class OPRO(Optimizer):
         if best_instruction != current:
             generator.instructions = best_instruction
 
-    def planned_calls(self, batches: int, generators: int, val_size: int, batch_size: int) -> dict:
+    def planned_calls(self, batches: int, generators: int, val_size: int, batch_size: int, epochs: int = 1) -> dict:
         """Per step and generator: the current instruction and each candidate scored on one validation
         minibatch (a program run calls every generator), and nb_candidates proposals. An upper bound:
         a proposal that fails or repeats an instruction is not scored."""

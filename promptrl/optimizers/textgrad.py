@@ -124,7 +124,7 @@ class TextGrad(Optimizer):
                              "accepted": accepted})
         return accepted
 
-    def planned_calls(self, batches: int, generators: int, val_size: int, batch_size: int) -> dict:
+    def planned_calls(self, batches: int, generators: int, val_size: int, batch_size: int, epochs: int = 1) -> dict:
         """At most, per step: a critique per generator of each of `batch` poorly rewarded predictions,
         a rewrite per generator, and its check on a validation minibatch (old and new instruction).
         Fewer when fewer predictions are poor."""
