@@ -188,10 +188,11 @@ async def fit(program, x, y, validation_data=None, epochs: int = 1, batch_size: 
     rng = random.Random(seed)
     program.stop_training = False
     callbacks.on_train_begin({"epochs": epochs, "steps": -(-len(x) // batch_size)})
-    if optimizer is not None:
-        await optimizer.on_train_begin(program, (x, y), validation_data)
     # One validation seed for every epoch: epochs differ by their prompts, not their sampling.
     val_seed = derive_seed(seed, "val")
+    if optimizer is not None:
+        optimizer.validation_seed = val_seed
+        await optimizer.on_train_begin(program, (x, y), validation_data)
     if validate_initial and validation_data is not None:
         val_logs = await evaluate(program, x_val, y_val, batch_size, val_seed, callbacks)
         callbacks.on_epoch_end(-1, {f"val_{k}": v for k, v in val_logs.items()})

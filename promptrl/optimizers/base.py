@@ -24,6 +24,9 @@ class Optimizer:
         self.step = 0
         self.batches_seen = 0
         self.failures = 0  # optimizer-LM calls that failed and were skipped
+        # The seed fit() validates with (set by fit): scoring prompts on the validation data with it
+        # gives the val_reward fit would report, and replays fit's own validation calls from the cache.
+        self.validation_seed: int | None = None
 
     def attach(self, program) -> None:
         self.program = program
@@ -75,9 +78,11 @@ class Optimizer:
         logs, _ = await self.evaluate_candidate(program, {generator.name: {"instructions": instructions}}, batch)
         return logs["reward"]
 
-    async def evaluate_candidate(self, program, variables: dict[str, dict], batch, trace: bool = False):
+    async def evaluate_candidate(self, program, variables: dict[str, dict], batch, trace: bool = False,
+                                 seed: int | None = None):
         """(logs, predictions) of the program on `batch` with `variables` ({module name: {"instructions":
-        ..., "examples": [...]}}, either key optional) set for the run, then restored.
+        ..., "examples": [...]}}, either key optional) set for the run, then restored; sampled with
+        `seed` (default: the optimizer's).
 
         Only the reward is computed (no metrics); each prediction keeps its reward, the reward's
         feedback and, with `trace`, every module's input and output. The program calls are accounted
@@ -92,7 +97,8 @@ class Optimizer:
                 program.get_module(name).set_variables(values)
             with usage_role("optimizer_scoring"):
                 x, y = batch
-                predictions = await score(program, await run_batch(program, x, range(len(x)), self.seed, trace), y)
+                seed = self.seed if seed is None else seed
+                predictions = await score(program, await run_batch(program, x, range(len(x)), seed, trace), y)
             return summarize(predictions, program), predictions
         finally:
             program.set_trainable_variables(saved)

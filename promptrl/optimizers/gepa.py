@@ -148,16 +148,21 @@ class GEPA(Optimizer):
         return found
 
     # ---- running candidates ---------------------------------------------------------------------
-    async def run(self, program, instructions: dict[str, str], batch, trace: bool = False):
+    async def run(self, program, instructions: dict[str, str], batch, trace: bool = False, seed: int | None = None):
         variables = {name: {"instructions": text} for name, text in instructions.items()}
-        _, predictions = await self.evaluate_candidate(program, variables, batch, trace=trace)
+        _, predictions = await self.evaluate_candidate(program, variables, batch, trace=trace, seed=seed)
         return predictions
+
+    async def score_pareto(self, program, instructions: dict[str, str]) -> list[float | None]:
+        """Rewards on each Pareto-set example, sampled as fit validates (a candidate's mean is its
+        val_reward; the starting prompts replay fit's own validation calls)."""
+        return _rewards(await self.run(program, instructions, self.pareto_set(), seed=self.validation_seed))
 
     async def add(self, program, instructions: dict[str, str], parents: list[int], origin: str,
                   module: str | None, next_module: int = 0, scores: list | None = None) -> int:
         """Score a candidate on the Pareto set (unless `scores` are given) and put it in the pool."""
         if scores is None:
-            scores = _rewards(await self.run(program, instructions, self.pareto_set()))
+            scores = await self.score_pareto(program, instructions)
         self.pool.append({"instructions": dict(instructions), "scores": scores, "parents": parents,
                           "origin": origin, "module": module, "step": self.step, "next_module": next_module})
         return len(self.pool) - 1
@@ -270,7 +275,7 @@ class GEPA(Optimizer):
         self.merges += 1
         self.tried_merges.append([i, j, a])
         instructions = self.merged(i, j, a)
-        scores = _rewards(await self.run(program, instructions, self.pareto_set()))
+        scores = await self.score_pareto(program, instructions)
         attempt = {"step": self.step, "kind": "merge", "parents": [i, j], "ancestor": a,
                    "mean": _mean(scores), "accepted": _mean(scores) >= max(self.mean_score(i), self.mean_score(j))}
         if attempt["accepted"]:  # as good as the better parent on the Pareto set (scored there already)

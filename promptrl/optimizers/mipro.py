@@ -211,10 +211,11 @@ class MIPRO(Optimizer):
         ranked = sorted(by_key, key=lambda k: mean(by_key[k]), reverse=True)[: self.nb_full]
         finalists = [self.key(current), *[k for k in ranked if k != self.key(current)]]
         params_of[self.key(current)] = current
-        val = self.validation_data
+        val = self.validation_data  # scored as fit validates: the current prompts replay fit's calls
         for key in finalists:
             if key not in self.full_scores:
-                logs, _ = await self.evaluate_candidate(program, self.variables_of(params_of[key]), val)
+                logs, _ = await self.evaluate_candidate(program, self.variables_of(params_of[key]), val,
+                                                        seed=self.validation_seed)
                 self.full_scores[key] = logs["reward"]
         best = max(finalists, key=lambda k: (self.full_scores[k], k == self.key(current)))  # ties keep current
         self.chosen = params_of[best]
