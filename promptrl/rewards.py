@@ -10,6 +10,7 @@ instructions (TextGrad, GEPA) show that feedback to the optimizer LM.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -17,7 +18,9 @@ from typing import Any, NamedTuple
 
 import pydantic
 
-__all__ = ["Reward", "ExactMatch", "CosineSimilarity", "Scored", "apply_mask"]
+from promptrl.errors import UserError
+
+__all__ = ["Reward", "ExactMatch", "CosineSimilarity", "LMAsJudge", "Scored", "Verdict", "apply_mask"]
 
 
 def _as_dict(value) -> dict:
@@ -180,3 +183,135 @@ class CosineSimilarity(Reward):
         if norm == 0:
             return 0.0
         return max(0.0, min(1.0, sum(x * y for x, y in zip(a, b)) / norm))
+
+
+class Verdict(pydantic.BaseModel):
+    """An LM judge's answer: the critique comes first, so the judge reasons before it scores."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    critique: str = pydantic.Field(description="what the prediction gets right and wrong against the criteria "
+                                               "and the expected output, in a few sentences")
+    score: int = pydantic.Field(description="the score, an integer on the scale given in the instructions")
+
+
+JUDGE_INSTRUCTIONS = """You are a strict, impartial judge. Score how well a prediction meets the criteria below, \
+taking the expected output as the reference answer.
+
+Criteria: {criteria}
+
+Reply with a JSON object: first "critique", a few sentences on what the prediction gets right and what is \
+wrong or missing, then "score", an integer from {low} ({low_meaning}) to {high} (fully meets the criteria)."""
+
+
+class LMAsJudge(Reward):
+    """An LM scores the prediction against `criteria`, with the target as the reference answer.
+
+    The judge (`language_model`) answers a `Verdict`: a critique (the feedback optimizers see),
+    then an integer score on `scale` - `5` means 1..5, `10` means 1..10, `[0, 1]` a pass/fail
+    verdict - mapped linearly to [0, 1] (1..5 -> 0, .25, .5, .75, 1); a score off the scale is
+    clipped and the clipping noted in the feedback. The judge sees the kept fields of the target and
+    of the prediction and, with `include_input`, the example's input (the trainer passes it as `x`).
+
+    Each (criteria, target, prediction, input) is judged once per judge instance (in memory);
+    a run's reply cache also replays identical judgements on `--resume`. With `skip_exact`, a
+    prediction that matches the target on every kept field scores 1.0 without a call. A failed
+    judge call raises PredictionError (the trainer scores the prediction 0 and records the error,
+    or leaves it out when the judge's provider gave no answer). Calls are accounted under the
+    usage role "judge". In a config, `language_model: null` is filled in by the recipe (the
+    optimizer LM, else a copy of the program's LM at temperature 0); in Python pass one.
+    """
+
+    default_name = "lm_judge"
+
+    def __init__(self, criteria: str, language_model=None, scale: int | list[int] = 5, in_mask=None, out_mask=None,
+                 name: str | None = None, include_input: bool = True, skip_exact: bool = True, seed: int | None = 0):
+        super().__init__(in_mask, out_mask, name)
+        if not isinstance(criteria, str) or not criteria.strip():
+            raise UserError("LMAsJudge: criteria must be a non-empty text saying what a good prediction is, "
+                            'e.g. reward.criteria="same answer as the expected output"')
+        self.criteria = criteria.strip()
+        self.low, self.high = self._scale(scale)
+        if isinstance(language_model, str):  # a model name: that model with the judge's settings
+            from promptrl.language_model import LanguageModel
+
+            language_model = LanguageModel(model=language_model, temperature=0.0)
+        self.language_model = language_model
+        self.include_input = include_input
+        self.uses_input = include_input  # the trainer passes the example's input as `x`
+        self.skip_exact = skip_exact
+        self.seed = seed
+        self.judgements: dict[str, Scored] = {}  # stable JSON of what was judged -> its verdict
+        self._pending: dict[str, Any] = {}  # the same judgement in flight: asked once, awaited by all
+
+    @staticmethod
+    def _scale(scale) -> tuple[int, int]:
+        if isinstance(scale, int) and not isinstance(scale, bool) and scale >= 2:
+            return 1, scale
+        if (isinstance(scale, (list, tuple)) and len(scale) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in scale) and scale[0] < scale[1]):
+            return int(scale[0]), int(scale[1])
+        raise UserError(f"LMAsJudge: scale={scale!r} is not valid; give the top score (5 means 1..5) "
+                        "or [lowest, highest], e.g. [0, 1] for pass/fail")
+
+    def messages(self, y_true: dict, y_pred: dict, x: Any = None) -> list[dict]:
+        """The judge's prompt for one (masked) target and prediction, and the input if it is shown."""
+        low_meaning = "fails the criteria" if self.high - self.low == 1 else "does not meet the criteria at all"
+        system = JUDGE_INSTRUCTIONS.format(criteria=self.criteria, low=self.low, high=self.high,
+                                           low_meaning=low_meaning)
+        case = {}
+        if self.include_input and x is not None:
+            case["input"] = _as_dict(x)
+        case.update({"expected_output": y_true, "prediction": y_pred})
+        return [{"role": "system", "content": system},
+                {"role": "user", "content": json.dumps(case, ensure_ascii=False, default=str)}]
+
+    async def scored(self, y_true, y_pred, x=None) -> Scored:
+        if y_pred is None:
+            return Scored(0.0, NO_OUTPUT)
+        true, pred = apply_mask(y_true, self.in_mask, self.out_mask), apply_mask(y_pred, self.in_mask, self.out_mask)
+        if self.skip_exact and true and all(k in pred and values_match(v, pred[k]) for k, v in true.items()):
+            return Scored(1.0, "matches the target")
+        shown = x if self.include_input else None
+        key = json.dumps([self.criteria, true, pred, _as_dict(shown) if shown is not None else None],
+                         sort_keys=True, ensure_ascii=False, default=str)
+        if key in self.judgements:
+            return self.judgements[key]
+        pending = self._pending.get(key)
+        if pending is not None and pending.get_loop() is asyncio.get_running_loop():
+            return await asyncio.shield(pending)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            result = await self.judge(true, pred, shown)
+        except BaseException as error:
+            if isinstance(error, asyncio.CancelledError):
+                future.cancel()
+            elif not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: no "never retrieved" warning when nobody else waits
+            raise
+        else:
+            self.judgements[key] = result
+            future.set_result(result)
+            return result
+        finally:
+            if self._pending.get(key) is future:
+                del self._pending[key]
+
+    async def judge(self, y_true: dict, y_pred: dict, x: Any = None) -> Scored:
+        """One judge call (no cache): the verdict's score on [0, 1] and its critique."""
+        from promptrl.language_model import usage_role
+
+        if self.language_model is None:
+            raise UserError(f"reward '{self.name}' has no language model: pass LMAsJudge(language_model=...)")
+        with usage_role("judge"):
+            verdict = await self.language_model.generate(self.messages(y_true, y_pred, x), Verdict, seed=self.seed)
+        critique = " ".join(verdict.critique.split()) or "(no critique)"
+        score = min(self.high, max(self.low, verdict.score))
+        if score != verdict.score:
+            critique += f" [judge score {verdict.score} is off the scale {self.low}..{self.high}; clipped to {score}]"
+        return Scored((score - self.low) / (self.high - self.low), critique)
+
+    async def score(self, y_true: dict, y_pred: dict) -> float:  # the Reward API, without an input
+        return (await self.judge(y_true, y_pred)).score

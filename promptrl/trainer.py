@@ -56,23 +56,44 @@ async def run_batch(program, xs, indices, seed: int | None, trace: bool = False)
 
 
 async def score(program, predictions: list[Prediction], ys) -> list[Prediction]:
-    """Attach each target, reward and metric score to its own prediction (by position)."""
+    """Attach each target, reward and metric score to its own prediction (by position). Predictions
+    are scored concurrently (an LM judge's calls fill its window), each result on its own prediction."""
     if len(predictions) != len(ys):
         raise ValueError("predictions and targets differ in length")
-    for prediction, y_true in zip(predictions, ys):
+
+    async def score_one(prediction: Prediction, y_true) -> None:
         prediction.y_true = y_true
         if program.reward:
-            prediction.reward, prediction.feedback = await _safe_score(program.reward, prediction)
+            prediction.reward, prediction.feedback = await _safe_score(program.reward, prediction, is_reward=True)
         for metric in program.metrics:
             prediction.scores[metric.name] = (await _safe_score(metric, prediction)).score
+
+    scorers = [program.reward, *program.metrics]
+    models = [*program.language_models, *(getattr(s, "language_model", None) for s in scorers)]
+    window = 2 * max((m.concurrency for m in models if m is not None), default=4)
+    pending = iter(zip(predictions, ys))
+
+    async def worker():
+        for prediction, y_true in pending:  # shared: each worker takes the next prediction as it frees up
+            await score_one(prediction, y_true)
+
+    await run_all(worker() for _ in range(min(window, len(predictions))))
     return predictions
 
 
-async def _safe_score(scorer, prediction: Prediction) -> Scored:
+async def _safe_score(scorer, prediction: Prediction, is_reward: bool = False) -> Scored:
+    """The scorer's Scored; the example's input goes along as `x` to scorers that ask for it
+    (`uses_input`, e.g. an LM judge), so rewards written without `x` keep working. A scorer that
+    fails (PredictionError) scores 0 with the error recorded - never a score it did not give; when
+    the reward's provider gave no answer at all, the example is an infrastructure failure (left out)."""
     try:
+        if getattr(scorer, "uses_input", False):
+            return await scorer.scored(prediction.y_true, prediction.y_pred, x=prediction.x)
         return await scorer.scored(prediction.y_true, prediction.y_pred)
-    except PredictionError as error:  # e.g. an embedding call failed: score 0, keep going
-        prediction.error = prediction.error or str(error)
+    except PredictionError as error:  # e.g. an embedding or judge call failed: score 0, keep going
+        prediction.error = prediction.error or f"{getattr(scorer, 'name', 'scorer')}: {error}"
+        if is_reward and error.infrastructure and prediction.failure is None:
+            prediction.failure = "infrastructure"
         return Scored(0.0, f"could not be scored: {error}")
 
 

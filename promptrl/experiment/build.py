@@ -102,10 +102,50 @@ def build_program(cfg: DictConfig, dataset: Dataset):
     return program, language_model
 
 
-def build_scorers(cfg: DictConfig):
-    reward = instantiate_node(container(cfg, "reward"), "reward")
-    metrics = [instantiate_node(node, f"metrics.{name}") for name, node in (container(cfg, "metrics") or {}).items()]
+JUDGE_DEFAULTS = {"temperature": 0.0}  # a judge should give the same verdict twice
+
+
+def build_scorers(cfg: DictConfig, program_language_model=None):
+    """The reward and the metrics. An LM judge (`LMAsJudge`) left at `language_model: null` gets the
+    run's judge LM: `optimizer_language_model` if set, else a copy of the program's LM (built from
+    `cfg.language_model` when not given), at JUDGE_DEFAULTS and at least 256 max_tokens for its
+    critique. Every such judge shares that one instance, accounted apart (judge_models)."""
+    from promptrl.rewards import LMAsJudge
+
+    judge_lm = None
+
+    def default_judge_lm():
+        nonlocal judge_lm
+        if judge_lm is None:
+            spec = container(cfg, "optimizer_language_model") if cfg.get("optimizer_language_model") else None
+            if spec:
+                judge_lm = instantiate_node({**spec, **JUDGE_DEFAULTS} if isinstance(spec, dict) else spec,
+                                            "optimizer_language_model")
+            else:
+                base = program_language_model or instantiate_node(container(cfg, "language_model"), "language_model")
+                judge_lm = base.clone(**JUDGE_DEFAULTS, max_tokens=max(base.max_tokens or 0, 256))
+        return judge_lm
+
+    def build(node, what):
+        scorer = instantiate_node(node, what)
+        if isinstance(scorer, LMAsJudge) and scorer.language_model is None:
+            scorer.language_model = default_judge_lm()
+        return scorer
+
+    reward = build(container(cfg, "reward"), "reward")
+    metrics = [build(node, f"metrics.{name}") for name, node in (container(cfg, "metrics") or {}).items()]
     return reward, metrics
+
+
+def judge_models(scorers, program_models=()) -> dict:
+    """The LMs of the judges among `scorers` (a reward and metrics), each once and none of
+    `program_models`: {"judge": lm, "judge_1": ...} - the roles their usage and budget go under."""
+    models = []
+    for scorer in scorers:
+        lm = getattr(scorer, "language_model", None)
+        if lm is not None and all(lm is not m for m in [*models, *program_models]):
+            models.append(lm)
+    return {f"judge_{i}" if i else "judge": lm for i, lm in enumerate(models)}
 
 
 def build_optimizer(cfg: DictConfig, program_language_model):

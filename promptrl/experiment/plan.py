@@ -2,8 +2,8 @@
 
 `promptrl train ... --dry-run` builds and checks the run exactly as `train` does (same code), makes
 no LM call, and writes `plan.json`: the calls of each phase (baseline, fit, validation, optimizer
-teacher and scoring, final), with tokens estimated from the rendered prompts (about 4 characters a
-token) and the cost from the provider's price table.
+teacher and scoring, final) and of an LM judge, with tokens estimated from the rendered prompts
+(about 4 characters a token) and the cost from the provider's price table.
 """
 
 from __future__ import annotations
@@ -28,6 +28,30 @@ def _completion_tokens(ys) -> float:
     return sum(sizes) / len(sizes) if sizes else 0.0
 
 
+JUDGE_COMPLETION = 100  # tokens of a verdict: a few sentences of critique and the score
+
+
+def _judge_calls(program, calls: dict, generators: int) -> list[tuple]:
+    """[(judge, calls)]: an LM judge as reward judges every scored prediction (the optimizer's
+    candidates too), as a metric every prediction but the optimizer's (metrics are off there)."""
+    from promptrl.rewards import LMAsJudge
+
+    scored = sum(n for phase, n in calls.items() if phase != "optimizer_teacher") // max(generators, 1)
+    candidates = calls.get("optimizer_scoring", 0) // max(generators, 1)
+    judges = [(program.reward, scored)] if isinstance(program.reward, LMAsJudge) else []
+    judges += [(m, scored - candidates) for m in program.metrics if isinstance(m, LMAsJudge)]
+    return [(judge, n) for judge, n in judges if judge.language_model is not None]
+
+
+def _judge_prompt_tokens(judge, split) -> float:
+    """Mean prompt tokens of a judge call on this split (the target standing in for the prediction)."""
+    from promptrl.rewards import apply_mask
+
+    targets = [apply_mask(y, judge.in_mask, judge.out_mask) for y in split.y]
+    sizes = [len(json.dumps(judge.messages(y, y, x))) / 4 for x, y in zip(split.x, targets)]
+    return sum(sizes) / len(sizes) if sizes else 0.0
+
+
 def plan_train(cfg, setup, out: Path) -> dict:
     """The plan of a train run built by `recipes.build_train`; written to `out/plan.json`."""
     generators = len(setup.program.generators)
@@ -46,12 +70,23 @@ def plan_train(cfg, setup, out: Path) -> dict:
             "optimizer_scoring": optimizer["scoring"],
             "final": runs * len(setup.test) * generators,
         })
+    judges = _judge_calls(setup.program, calls, generators)
+    if judges:  # at most one per scored prediction: exact matches and repeated judgements are free
+        calls["judge"] = sum(n for _, n in judges)
     calls["total"] = sum(calls.values())
-    program_calls = calls["total"] - calls.get("optimizer_teacher", 0)
+    program_calls = calls["total"] - calls.get("optimizer_teacher", 0) - calls.get("judge", 0)
     prompt = _prompt_tokens(setup.program, setup.test.x)
     completion = _completion_tokens(setup.test.y)
     tokens = {"program": round(program_calls * (prompt + completion))}
     cost = program_calls * (prompt * price_per_token(setup.lm.model)[0] + completion * price_per_token(setup.lm.model)[1])
+    if judges:
+        tokens["judge"] = 0
+        for judge, n in judges:
+            judge_prompt = _judge_prompt_tokens(judge, setup.test)
+            judge_completion = min(judge.language_model.max_tokens or JUDGE_COMPLETION, JUDGE_COMPLETION)
+            tokens["judge"] += round(n * (judge_prompt + judge_completion))
+            input_price, output_price = price_per_token(judge.language_model.model)
+            cost += n * (judge_prompt * input_price + judge_completion * output_price)
     if calls.get("optimizer_teacher"):
         teacher = setup.teacher
         teacher_prompt, teacher_completion = 4 * prompt, teacher.max_tokens  # a meta-prompt; at most max_tokens
@@ -64,12 +99,15 @@ def plan_train(cfg, setup, out: Path) -> dict:
         "upper_bound": upper_bound,
         "tokens": tokens,
         "cost": round(cost, 6),
-        "models": {"program": setup.lm.model, "optimizer": setup.teacher.model if setup.teacher else None},
+        "models": {"program": setup.lm.model, "optimizer": setup.teacher.model if setup.teacher else None,
+                   **({"judge": judges[0][0].language_model.model} if judges else {})},
         "sizes": {"train": len(setup.train), "val": len(setup.val), "test": len(setup.test), "nb_runs": runs,
                   "epochs": epochs, "batch_size": cfg.batch_size, "generators": generators},
         "note": "tokens estimated from the untrained prompts (about 4 characters a token); few-shot examples "
                 "added by training make later prompts longer" + ("; optimizer calls are an upper bound"
-                                                                  if upper_bound else ""),
+                                                                  if upper_bound else "")
+                + ("; judge calls are at most one per scored prediction (exact matches and repeated "
+                   "judgements cost none)" if judges else ""),
     }
     atomic_write_json(Path(out) / "plan.json", plan)
     return plan

@@ -24,7 +24,7 @@ from promptrl.callbacks import Callback, HistoryLogger, ProgramCheckpoint, Progr
 from promptrl.errors import BudgetReached, UserError
 from promptrl.experiment.build import (
     instantiate_node, build_budget, build_optimizer, build_program, build_scorers, build_splits, check_run_keys,
-    container, trust_configured_modules,
+    container, judge_models, trust_configured_modules,
 )
 from promptrl.experiment.results import aggregate, paired_comparison, usage_report, write_report
 from promptrl.experiment.status import RunStatus, check_failure_budget
@@ -157,11 +157,13 @@ def build_train(cfg) -> TrainSetup:
     trust_configured_modules(cfg)
     dataset, train, val, test = build_splits(cfg)
     program, lm = build_program(cfg, dataset)
-    reward, metrics = build_scorers(cfg)
+    reward, metrics = build_scorers(cfg, lm)
     optimizer, teacher = build_optimizer(cfg, lm)
     budget, reserve_final = build_budget(cfg)
     budget.watch("program", lm)
     budget.watch("optimizer", teacher)
+    for judge_lm in judge_models([reward, *metrics], [lm]).values():
+        budget.watch("judge", judge_lm)
     budget.validate()
     program.compile(reward=reward, optimizer=optimizer, metrics=metrics)
     program.metadata = {"task_name": cfg.task_name, "seed": cfg.seed, "dataset": container(cfg, "dataset")}
@@ -195,9 +197,9 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
     except BaseException as error:
         run_status.end(*_ending(error))
         raise
-    lms = {"program": lm, "optimizer": teacher}
+    lms = {"program": lm, "optimizer": teacher, **judge_models([program.reward, *program.metrics], [lm])}
     if cfg.get("reply_cache", True):  # replies kept in the run dir: `--resume` replays them instead of paying again
-        for model in (lm, teacher):
+        for model in lms.values():
             if model is not None:
                 model.use_reply_cache(out / REPLY_CACHE)
     baseline = final = best = comparison = None
@@ -329,7 +331,8 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
         raise
     finally:
         try:
-            usage = usage_report({"program": lm}, started, _embedders(program))
+            judges = judge_models([program.reward, *program.metrics], program.language_models)
+            usage = usage_report({"program": lm, **judges}, started, _embedders(program))
             atomic_write_json(out / "usage.json", usage)
             write_report(out, f"promptrl evaluate: {cfg.checkpoint or cfg.task_name}", {"evaluation": result},
                          test_size=len(test), usage=usage, program=program, status=status,
@@ -365,7 +368,7 @@ def _evaluation_setup(cfg, out: Path, log: Callable, override_language_model):
         log(f"checkpoint model: {lm.model} at {where} (endpoint and credentials from {source})")
     for note in notes:
         logging.getLogger("promptrl").warning(note)
-    reward, metrics = build_scorers(cfg)
+    reward, metrics = build_scorers(cfg, lm)
     program.compile(reward=reward, metrics=metrics)
     _write_config(cfg, out, language_model=lm.get_config())
     log(f"evaluating {cfg.checkpoint or program.name} on {dataset.name} test ({len(test)} examples), "
