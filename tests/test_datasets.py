@@ -298,3 +298,66 @@ def test_spec_mistakes_name_the_field(field_spec, expected):
     with pytest.raises(UserError, match=expected) as error:
         data_model_from_spec("Answer", {"answer": field_spec})
     assert "'answer'" in str(error.value)
+
+
+# ---- BIG-Bench-Hard ---------------------------------------------------------------------------------------
+
+def bbh_folder(tmp_path, tasks: dict[str, list[tuple[str, str]]]):
+    for task, rows in tasks.items():
+        examples = [{"input": q, "target": t} for q, t in rows]
+        (tmp_path / f"{task}.json").write_text(json.dumps({"canary": "x", "examples": examples}))
+    return tmp_path
+
+
+def test_bbh_splits_are_disjoint_keep_targets_verbatim_and_fix_the_test_pool(tmp_path):
+    rows = [(f"Which is right?\nOptions:\n(A) red {i}\n(B) blue {i}", "(A)" if i % 3 else "(B)") for i in range(40)]
+    folder = bbh_folder(tmp_path, {"hyperbaton": rows, "navigate": [(f"Go {i}?", "Yes") for i in range(5)]})
+    ds = datasets.load("bbh", task="hyperbaton", path=str(folder), test_pool=12)
+    assert (len(ds.x_train), len(ds.x_test)) == (28, 12)
+    assert list(ds.input_data_model.model_fields) == ["question"] and list(ds.output_data_model.model_fields) == ["answer"]
+    assert "exactly one of the options" in ds.output_data_model.model_fields["answer"].description
+    answers = dict(rows)
+    train, val, test = ds.splits(train_size=10, val_size=6, test_size=12, seed=1)
+    assert (len(train), len(val), len(test)) == (10, 6, 12)
+    for split in (train, val, test):  # targets verbatim, still paired with their inputs
+        assert all(y.answer == answers[x.question] for x, y in zip(split.x, split.y))
+    groups = [set(texts(s.x)) for s in (train, val, test)]
+    assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
+    # the run seed draws train/val, but the test pool never moves: no seed puts a training example in a test split
+    _, _, other_test = ds.splits(train_size=10, val_size=6, test_size=12, seed=2)
+    other = datasets.load("bbh", task="hyperbaton", path=str(folder), test_pool=12)
+    assert set(texts(other_test.x)) == groups[2] and dump(other.x_test) == dump(ds.x_test)
+    assert texts(train.x) != texts(ds.splits(train_size=10, val_size=6, test_size=12, seed=2)[0].x)
+    yes_no = datasets.load("bbh", task="navigate", path=str(folder), test_pool=2)
+    assert yes_no.output_data_model.model_fields["answer"].description.endswith("exactly one of Yes")
+
+
+def test_bbh_unknown_task_and_bad_files_are_one_line_user_errors(tmp_path):
+    folder = bbh_folder(tmp_path, {"navigate": [("Go?", "Yes"), ("Stay?", "No")], "snarks": [("a", "(A)")] * 3})
+    for task in ("hyperbaton", None):
+        with pytest.raises(UserError) as info:
+            datasets.load("bbh", task=task, path=str(folder))
+        assert "\n" not in str(info.value) and "navigate, snarks" in str(info.value)
+    with pytest.raises(UserError, match="not found"):
+        datasets.load("bbh", task="navigate", path=str(tmp_path / "nowhere"))
+    with pytest.raises(UserError, match="test_pool"):
+        datasets.load("bbh", task="navigate", path=str(folder), test_pool=2)
+    (folder / "broken.json").write_text('{"examples": [{"input": "q"}]}')
+    with pytest.raises(UserError, match="example 1: missing field 'target'"):
+        datasets.load("bbh", task="broken", path=str(folder))
+
+
+def test_bbh_config_runs_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from promptrl.cli import app
+
+    (tmp_path / "bbh").mkdir()
+    folder = bbh_folder(tmp_path / "bbh", {"parity": [(f"Is {i} even?", "Yes" if i % 2 == 0 else "No") for i in range(30)]})
+    result = CliRunner().invoke(app, ["train", "--dry-run", "dataset=bbh", "dataset.task=parity",
+                                      f"dataset.path={folder}", "dataset.test_pool=10", "dataset.test_size=10",
+                                      "dataset.train_size=8", "dataset.val_size=4", "nb_runs=2",
+                                      f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert plan["sizes"]["train"] == 8 and plan["sizes"]["val"] == 4 and plan["calls"]["baseline"] == 20

@@ -134,6 +134,6 @@ class Dataset:
 
 
 # Loaders register themselves on import.
-from promptrl.datasets import gsm8k, jsonl, synthetic  # noqa: E402,F401
+from promptrl.datasets import bbh, gsm8k, jsonl, synthetic  # noqa: E402,F401
 
 __all__ = ["Dataset", "Split", "available", "iter_jsonl", "load", "register"]

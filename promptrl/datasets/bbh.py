@@ -1,0 +1,126 @@
+"""BIG-Bench-Hard (suzgunmirac/BIG-Bench-Hard, MIT): 27 reasoning tasks, one `<task>.json` each,
+`{"examples": [{"input": ..., "target": ...}]}`.
+
+    promptrl train dataset=bbh dataset.task=hyperbaton
+
+`path` is a folder of task files (default `../shared/data/bbh`; a relative path is looked up from
+the working directory, then from the repository); `path: null` downloads the task's canonical
+file once into `cache_dir`. Targets are kept verbatim ("(A)", "True", "Yes", "valid", ...).
+
+A task file has no train/test split, so the loader makes one that never moves: a fixed shuffle
+(`pool_seed`, not the run's seed) puts `test_pool` examples in the test pool and the rest in the
+train pool. The run's seed then draws train/val from the train pool and orders the test split, so
+a run with another seed or a smaller test_size never meets a training example in its test split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from collections import Counter
+from pathlib import Path
+
+from promptrl.data_model import data_model_from_spec
+from promptrl.datasets import Dataset, register
+from promptrl.errors import UserError
+from promptrl.io import atomic_write_bytes
+
+SOURCE = "https://raw.githubusercontent.com/suzgunmirac/BIG-Bench-Hard/main/bbh/{task}.json"
+DEFAULT_CACHE = Path(os.environ.get("PROMPTRL_CACHE", Path.home() / ".cache" / "promptrl")) / "bbh"
+REPO = Path(__file__).resolve().parents[2]  # a relative `path` is also looked up from here
+_LETTER = re.compile(r"^\([A-Z]\)$")
+_SHAPE = 'a BBH task file is {"examples": [{"input": ..., "target": ...}]}'
+
+
+def _folder(path: str | None, cache_dir: str | None) -> Path:
+    if path is None:
+        return Path(cache_dir) if cache_dir else DEFAULT_CACHE
+    folder = Path(path).expanduser()
+    if not folder.is_absolute() and not folder.is_dir() and (REPO / folder).is_dir():
+        return REPO / folder
+    return folder
+
+
+def _fetch(folder: Path, task: str) -> None:
+    target = folder / f"{task}.json"
+    if target.exists():
+        return
+    try:
+        import urllib.request  # only when downloading
+
+        with urllib.request.urlopen(SOURCE.format(task=task), timeout=30) as response:
+            data = response.read()
+    except OSError as error:
+        raise UserError(f"cannot download BBH task '{task}' ({error}); give a folder of BBH task files as "
+                        "dataset.path (e.g. ../shared/data/bbh)") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, data)
+
+
+def available_tasks(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+def read_task(file: Path) -> list[tuple[str, str]]:
+    """(input, target) pairs of one task file, with one-line errors for a malformed file."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{file}: not valid JSON; {_SHAPE}") from None
+    examples = data.get("examples") if isinstance(data, dict) else None
+    if not isinstance(examples, list) or not examples:
+        raise UserError(f"{file}: no 'examples' list; {_SHAPE}")
+    rows = []
+    for number, example in enumerate(examples, 1):
+        missing = [k for k in ("input", "target") if not isinstance(example, dict) or k not in example]
+        if missing:
+            raise UserError(f"{file} example {number}: missing field '{missing[0]}'; {_SHAPE}")
+        rows.append((str(example["input"]), str(example["target"])))
+    return rows
+
+
+def answer_description(targets: list[str]) -> str:
+    """What the answer field asks for, from the task's targets: an option letter, one of a few labels,
+    or free text."""
+    counts = Counter(targets)
+    if sum(n for t, n in counts.items() if _LETTER.match(t)) >= 0.95 * len(targets):
+        return "The answer: exactly one of the options, written as its letter in parentheses, e.g. (A)"
+    if len(counts) <= 4:
+        return "The answer: exactly one of " + ", ".join(sorted(counts))
+    return "The answer, in the exact form the question asks for"
+
+
+@register("bbh")
+def load_bbh(task: str | None = None, path: str | None = None, cache_dir: str | None = None, test_pool: int = 100,
+             pool_seed: int = 0, **_) -> Dataset:
+    folder = _folder(path, cache_dir)
+    if path is not None and not folder.is_dir():
+        raise UserError(f"BBH: folder {folder} not found; dataset.path must be a folder of BBH task files "
+                        "(<task>.json), or null to download the task")
+    tasks = available_tasks(folder)
+    if not task:
+        raise UserError("BBH: no task given; set dataset.task=NAME"
+                        + (f", one of: {', '.join(tasks)}" if tasks else ""))
+    if path is None and "/" not in task and not task.startswith("."):
+        _fetch(folder, task)
+        tasks = available_tasks(folder)
+    if task not in tasks:
+        raise UserError(f"BBH: no task '{task}' in {folder}; available: {', '.join(tasks) or 'none'}")
+    rows = read_task(folder / f"{task}.json")
+    if isinstance(test_pool, bool) or not isinstance(test_pool, int) or not 0 < test_pool < len(rows):
+        raise UserError(f"BBH task '{task}' has {len(rows)} examples; dataset.test_pool={test_pool!r} must be an "
+                        f"integer between 1 and {len(rows) - 1} (the rest is the train pool)")
+    order = list(range(len(rows)))
+    random.Random(pool_seed).shuffle(order)
+    test, train = [rows[i] for i in order[:test_pool]], [rows[i] for i in order[test_pool:]]
+    question = data_model_from_spec("BBHQuestion", {"question": {"type": "str", "description": "The task's question"}})
+    answer = data_model_from_spec("BBHAnswer", {"answer": {"type": "str",
+                                                           "description": answer_description([t for _, t in rows])}})
+    return Dataset(
+        name="bbh",  # the config name: evaluate --checkpoint compares it with the one the checkpoint saved
+        x_train=[question(question=q) for q, _ in train], y_train=[answer(answer=a) for _, a in train],
+        x_test=[question(question=q) for q, _ in test], y_test=[answer(answer=a) for _, a in test],
+        input_data_model=question, output_data_model=answer,
+    )
