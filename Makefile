@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DSPY_VENV ?= .venv-dspy
 
 # llama-cpp-python is built from source: a native build crashes on these CPUs (AMX), so pin the ISA.
 export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 # litellm: use the bundled model price map instead of downloading it at import.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install install-ray train seed-script test test-fast bench bench-engine clean
+.PHONY: help install install-ray train seed-script test test-fast bench bench-engine bench-quality install-dspy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,6 +43,14 @@ bench: install  ## benchmarks (print ratios)
 
 bench-engine: install  ## provider call path vs bare HTTP clients (and DSPy: DSPY_PYTHON=venv/bin/python) on a 50 ms mock
 	$(BIN)/python bench/engine.py --repeat 2 $(if $(DSPY_PYTHON),--dspy-python $(DSPY_PYTHON))
+
+install-dspy:  ## DSPy in a venv of its own (.venv-dspy) for the DSPy arms of bench-quality
+	$(PYTHON) -m venv $(DSPY_VENV)
+	$(DSPY_VENV)/bin/pip install --quiet --upgrade pip
+	$(DSPY_VENV)/bin/pip install "dspy[optuna]>=3.4.1"
+
+bench-quality: install  ## BBH test accuracy of every optimizer at one call budget (hours; ARGS=--quick: minutes)
+	$(BIN)/python bench/quality.py $(if $(wildcard $(DSPY_VENV)/bin/python),--dspy-python $(DSPY_VENV)/bin/python) $(ARGS)
 
 clean:  ## remove the venv and outputs
 	rm -rf $(VENV) outputs
