@@ -69,3 +69,23 @@ def sentiment_student(**settings) -> ScriptedLanguageModel:
 
     settings["model"] = "scripted"
     return ScriptedLanguageModel(respond, **settings)
+
+
+# ---- a toy task for optimizer tests: question "qN" has answer "aN" ---------------------------------
+from promptrl.data_model import DataModel, Field  # noqa: E402
+
+
+class Question(DataModel):
+    question: str = Field(description="A question")
+
+
+class Answer(DataModel):
+    answer: str = Field(description="The answer")
+
+
+class Notes(DataModel):
+    notes: str = Field(description="Notes")
+
+
+def toy_data(n: int) -> tuple[list[Question], list[Answer]]:
+    return [Question(question=f"q{i}") for i in range(n)], [Answer(answer=f"a{i}") for i in range(n)]

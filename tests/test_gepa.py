@@ -4,25 +4,11 @@ import asyncio
 import json
 import random
 
-from promptrl import DataModel, Field, Generator, Input, Program, rewards
+from promptrl import Generator, Input, Program, rewards
 from promptrl.optimizers import GEPA
-from promptrl.testing import ScriptedLanguageModel, last_user_input
+from promptrl.testing import Answer, Notes, Question, ScriptedLanguageModel, last_user_input, toy_data
 
-
-class Question(DataModel):
-    question: str = Field(description="A question")
-
-
-class Answer(DataModel):
-    answer: str = Field(description="The answer")
-
-
-class Notes(DataModel):
-    notes: str = Field(description="Notes")
-
-
-def data(n):
-    return [Question(question=f"q{i}") for i in range(n)], [Answer(answer=f"a{i}") for i in range(n)]
+data = toy_data
 
 
 def student():

@@ -5,22 +5,12 @@ import json
 
 import pytest
 
-from promptrl import DataModel, Field, Generator, Input, Program, rewards
+from promptrl import Generator, Input, Program, rewards
 from promptrl.errors import UserError
 from promptrl.optimizers import MIPRO
-from promptrl.testing import ScriptedLanguageModel, last_user_input
+from promptrl.testing import Answer, Question, ScriptedLanguageModel, last_user_input, toy_data
 
-
-class Question(DataModel):
-    question: str = Field(description="A question")
-
-
-class Answer(DataModel):
-    answer: str = Field(description="The answer")
-
-
-def data(n):
-    return [Question(question=f"q{i}") for i in range(n)], [Answer(answer=f"a{i}") for i in range(n)]
+data = toy_data
 
 
 def student(needs_demos=True, good_word="MAGIC"):

@@ -53,6 +53,23 @@ class Split:
         return (self.x, self.y)[i]
 
 
+def download(url: str, target: Path, hint: str) -> None:
+    """Fetch `url` into `target` once (atomically); a failure is one error line ending with `hint`."""
+    if target.exists():
+        return
+    try:
+        import urllib.request  # only when downloading (it costs 40 ms of import)
+
+        with urllib.request.urlopen(url, timeout=30) as response:
+            data = response.read()
+    except OSError as error:
+        raise UserError(f"cannot download {url} ({error}); {hint}") from None
+    from promptrl.io import atomic_write_bytes
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, data)
+
+
 def iter_jsonl(file, required, needed_by: str):
     """(line number, row) for each row of a JSONL file, with one-line errors for a missing
     file, a line that is not JSON, or a row without a `required` field."""

@@ -23,9 +23,8 @@ from collections import Counter
 from pathlib import Path
 
 from promptrl.data_model import data_model_from_spec
-from promptrl.datasets import Dataset, register
+from promptrl.datasets import Dataset, download, register
 from promptrl.errors import UserError
-from promptrl.io import atomic_write_bytes
 
 SOURCE = "https://raw.githubusercontent.com/suzgunmirac/BIG-Bench-Hard/main/bbh/{task}.json"
 DEFAULT_CACHE = Path(os.environ.get("PROMPTRL_CACHE", Path.home() / ".cache" / "promptrl")) / "bbh"
@@ -44,19 +43,8 @@ def _folder(path: str | None, cache_dir: str | None) -> Path:
 
 
 def _fetch(folder: Path, task: str) -> None:
-    target = folder / f"{task}.json"
-    if target.exists():
-        return
-    try:
-        import urllib.request  # only when downloading
-
-        with urllib.request.urlopen(SOURCE.format(task=task), timeout=30) as response:
-            data = response.read()
-    except OSError as error:
-        raise UserError(f"cannot download BBH task '{task}' ({error}); give a folder of BBH task files as "
-                        "dataset.path (e.g. ../shared/data/bbh)") from None
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(target, data)
+    download(SOURCE.format(task=task), folder / f"{task}.json",
+             "give a folder of BBH task files as dataset.path (e.g. ../shared/data/bbh)")
 
 
 def available_tasks(folder: Path) -> list[str]:

@@ -10,9 +10,8 @@ import os
 from pathlib import Path
 
 from promptrl.data_model import DataModel, Field
-from promptrl.datasets import Dataset, iter_jsonl, register
+from promptrl.datasets import Dataset, download, iter_jsonl, register
 from promptrl.errors import UserError
-from promptrl.io import atomic_write_bytes
 
 SOURCE = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/{split}.jsonl"
 DEFAULT_CACHE = Path(os.environ.get("PROMPTRL_CACHE", Path.home() / ".cache" / "promptrl")) / "gsm8k"
@@ -48,21 +47,9 @@ def read_split(file: Path) -> tuple[list, list]:
 
 
 def _fetch(folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
-        target = folder / f"{split}.jsonl"
-        if target.exists():
-            continue
-        try:
-            import urllib.request  # only when downloading (it costs 40 ms of import)
-
-            with urllib.request.urlopen(SOURCE.format(split=split), timeout=30) as response:
-                data = response.read()
-        except OSError as error:
-            raise UserError(
-                f"cannot download GSM8K ({error}); give a folder with train.jsonl and test.jsonl as dataset.path"
-            ) from None
-        atomic_write_bytes(target, data)
+        download(SOURCE.format(split=split), folder / f"{split}.jsonl",
+                 "give a folder with train.jsonl and test.jsonl as dataset.path")
 
 
 @register("gsm8k")
