@@ -53,6 +53,7 @@ class RewardMetric(Reward):
     def __init__(self, reward: Reward, name: str | None = None):
         super().__init__(reward.in_mask, reward.out_mask, name or reward.name)
         self.reward = reward
+        self.uses_input = getattr(reward, "uses_input", False)  # an LM judge reads the example's input
 
-    async def scored(self, y_true, y_pred):
-        return await self.reward.scored(y_true, y_pred)
+    async def scored(self, y_true, y_pred, **kwargs):
+        return await self.reward.scored(y_true, y_pred, **kwargs)

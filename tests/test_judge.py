@@ -308,3 +308,16 @@ def test_train_with_an_lm_judge_accounts_it_as_its_own_role(tmp_path):
     assert "judge LM scripted-judge" in result.output
     final = json.loads((tmp_path / "run" / "final.json").read_text())
     assert final["mean"]["reward"] == 1.0
+
+
+def test_a_judge_watched_as_a_reward_metric_still_sees_the_input():
+    from promptrl.metrics import RewardMetric
+
+    lm = judge_lm([5])
+    metric = RewardMetric(LMAsJudge("be exact", lm), name="judged")
+    prediction = Prediction(index=0, x=Question(text="q?"), y_pred=Answer(answer="b"))
+    program, _ = make_program()
+    program.compile(metrics=[metric])
+    asyncio.run(score(program, [prediction], [Answer(answer="a")]))
+    assert prediction.scores["judged"] == 1.0
+    assert last_user_input(lm.requests[0])["input"] == {"text": "q?"}
