@@ -64,9 +64,16 @@ async def score(program, predictions: list[Prediction], ys) -> list[Prediction]:
     async def score_one(prediction: Prediction, y_true) -> None:
         prediction.y_true = y_true
         if program.reward:
-            prediction.reward, prediction.feedback = await _safe_score(program.reward, prediction, is_reward=True)
+            scored = await _safe_score(program.reward, prediction)
+            if scored is None:  # no score is not a zero: the example is left out, like a call with no answer
+                prediction.reward, prediction.feedback = 0.0, "could not be scored"
+                if prediction.failure is None:
+                    prediction.failure = "infrastructure"
+            else:
+                prediction.reward, prediction.feedback = scored
         for metric in program.metrics:
-            prediction.scores[metric.name] = (await _safe_score(metric, prediction)).score
+            scored = await _safe_score(metric, prediction)
+            prediction.scores[metric.name] = None if scored is None else scored.score
 
     scorers = [program.reward, *program.metrics]
     models = [*program.language_models, *(getattr(s, "language_model", None) for s in scorers)]
@@ -81,20 +88,18 @@ async def score(program, predictions: list[Prediction], ys) -> list[Prediction]:
     return predictions
 
 
-async def _safe_score(scorer, prediction: Prediction, is_reward: bool = False) -> Scored:
-    """The scorer's Scored; the example's input goes along as `x` to scorers that ask for it
-    (`uses_input`, e.g. an LM judge), so rewards written without `x` keep working. A scorer that
-    fails (PredictionError) scores 0 with the error recorded - never a score it did not give; when
-    the reward's provider gave no answer at all, the example is an infrastructure failure (left out)."""
+async def _safe_score(scorer, prediction: Prediction) -> Scored | None:
+    """The scorer's Scored, or None when it could not score (a PredictionError: an embedding or
+    judge call that failed or gave no valid verdict), with the error recorded - never a score it did
+    not give. The example's input goes along as `x` to scorers that ask for it (`uses_input`, e.g.
+    an LM judge), so rewards written without `x` keep working."""
     try:
         if getattr(scorer, "uses_input", False):
             return await scorer.scored(prediction.y_true, prediction.y_pred, x=prediction.x)
         return await scorer.scored(prediction.y_true, prediction.y_pred)
-    except PredictionError as error:  # e.g. an embedding or judge call failed: score 0, keep going
+    except PredictionError as error:
         prediction.error = prediction.error or f"{getattr(scorer, 'name', 'scorer')}: {error}"
-        if is_reward and error.infrastructure and prediction.failure is None:
-            prediction.failure = "infrastructure"
-        return Scored(0.0, f"could not be scored: {error}")
+        return None
 
 
 def answered(predictions: list[Prediction]) -> list[Prediction]:
@@ -110,7 +115,8 @@ def summarize(predictions: list[Prediction], program) -> dict:
     if program.reward:
         logs["reward"] = statistics.fmean(p.reward for p in scored) if scored else 0.0
     for metric in program.metrics:
-        logs[metric.name] = statistics.fmean(p.scores[metric.name] for p in scored) if scored else 0.0
+        values = [p.scores[metric.name] for p in scored if p.scores.get(metric.name) is not None]
+        logs[metric.name] = statistics.fmean(values) if values else 0.0  # a metric that could not score: left out
     logs["failures"] = sum(p.failure == "invalid" for p in predictions)
     logs["infra_failures"] = len(predictions) - len(scored)
     return logs

@@ -177,16 +177,39 @@ def test_evaluate_judges_each_prediction_with_its_input_and_keeps_the_critique()
     assert lm.usage_by_role["judge"].calls == 4
 
 
-def test_a_failed_judge_call_scores_zero_with_an_error_never_an_answer():
+def cut_verdicts_for(*texts):
+    """A judge whose verdict is cut short (invalid JSON) on these inputs and a 5 on the others."""
+    def respond(messages, output_model):
+        if last_user_input(messages)["input"]["text"] in texts:
+            return '{"critique": "cut'
+        return {"critique": "fine", "score": 5}
+    return ScriptedLanguageModel(respond)
+
+
+def test_an_invalid_verdict_leaves_the_example_unscored_never_a_zero():
     program, _ = make_program()
-    lm = judge_lm(["{\"critique\": \"cut", "{\"critique\": \"cut"])  # invalid verdicts
+    lm = cut_verdicts_for("a", "b")
     program.compile(reward=LMAsJudge("c", lm, skip_exact=False))
-    xs, ys = [Question(text="a"), Question(text="b")], [Answer(answer="A"), Answer(answer="B")]
+    xs = [Question(text="a"), Question(text="b"), Question(text="c")]
+    ys = [Answer(answer="A"), Answer(answer="B"), Answer(answer="C")]
     logs, predictions = asyncio.run(evaluate(program, xs, ys, return_predictions=True))
-    for p in predictions:
-        assert p.reward == 0.0 and p.y_pred is not None and p.failure is None
-        assert p.error.startswith("lm_judge: ") and p.feedback.startswith("could not be scored")
-    assert logs["reward"] == 0.0 and logs["failures"] == 0  # the program's answers were valid
+    unscored = [p for p in predictions if p.error]
+    assert len(unscored) == 2
+    for p in unscored:  # the program's answer was valid; the judge gave no verdict: left out, counted
+        assert p.y_pred is not None and p.failure == "infrastructure"
+        assert p.error.startswith("lm_judge: ") and p.feedback == "could not be scored"
+    assert logs["reward"] == 1.0 and logs["failures"] == 0 and logs["infra_failures"] == 2
+
+
+def test_a_judge_metric_that_cannot_score_is_left_out_of_its_mean():
+    from promptrl.rewards import ExactMatch
+
+    program, _ = make_program()
+    lm = cut_verdicts_for("a")
+    program.compile(reward=ExactMatch(), metrics=[LMAsJudge("c", lm, skip_exact=False, name="judge")])
+    xs, ys = [Question(text="a"), Question(text="b")], [Answer(answer="A"), Answer(answer="B")]
+    logs = asyncio.run(evaluate(program, xs, ys))
+    assert logs["judge"] == 1.0 and logs["reward"] == 1.0 and logs["infra_failures"] == 0
 
 
 def test_a_judge_that_gets_no_answer_leaves_the_example_out():

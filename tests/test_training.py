@@ -230,7 +230,7 @@ def test_predict_returns_none_for_failed_predictions():
     assert predictions[0].answer == "label 0"
 
 
-def test_failing_embedding_in_reward_scores_zero_without_raising():
+def test_failing_embedding_in_reward_leaves_the_example_unscored_without_raising():
     class FlakyEmbeddings(EmbeddingModel):
         async def embed(self, texts):
             if "wrong" in texts[1]:
@@ -241,9 +241,9 @@ def test_failing_embedding_in_reward_scores_zero_without_raising():
     program.compile(reward=rewards.CosineSimilarity(embedding_model=FlakyEmbeddings("fake/e")))
     xs, ys = make_data(2)
     logs, predictions = asyncio.run(evaluate(program, xs, ys, return_predictions=True))
-    assert [p.reward for p in predictions] == [1.0, 0.0]
     assert predictions[1].error and "embedding failed" in predictions[1].error
-    assert logs["reward"] == 0.5
+    assert predictions[1].failure == "infrastructure"  # no score is not a zero: left out and counted
+    assert logs["reward"] == 1.0 and logs["infra_failures"] == 1
 
 
 # ---- RandomFewShot ---------------------------------------------------------------------------------------------
