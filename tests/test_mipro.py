@@ -116,6 +116,8 @@ def test_mipro_planned_calls_bound_the_calls_made():
 def test_mipro_checks_its_settings():
     with pytest.raises(UserError, match="MIPRO needs an optimizer language_model"):
         MIPRO(None)
+    with pytest.raises(UserError, match="nb_full"):  # without a challenger the search would change nothing
+        MIPRO(teacher(), nb_full=0)
     with pytest.raises(UserError, match="demos='all' is not one of"):
         MIPRO(teacher(), demos="all")
     program = program_of(student())

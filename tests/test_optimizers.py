@@ -217,7 +217,7 @@ def test_mixed_demos_put_rewarded_predictions_first_then_labels():
     assert len({c["input"]["question"] for c in chosen}) == 3  # the rewarded input is not repeated from labels
 
 
-def test_labelled_demo_of_a_chain_of_thought_keeps_the_programs_own_reasoning():
+def test_labelled_demo_of_a_chain_of_thought_keeps_the_programs_reasoning_only_when_it_agrees():
     from promptrl.modules import ChainOfThought
     from promptrl.optimizers.demos import labelled_demo
     from promptrl.trainer import Prediction
@@ -225,14 +225,34 @@ def test_labelled_demo_of_a_chain_of_thought_keeps_the_programs_own_reasoning():
     x0 = Input(Question, name="q")
     cot = ChainOfThought(Answer, never_right(), name="answer")
     Program(x0, cot(x0), name="p")
-    prediction = Prediction(index=0, x=Question(question="q1"), y_true=Answer(answer="a1"), reward=0.0,
-                            trace=[{"module": "answer", "input": {"question": "q1"},
-                                    "output": {"thinking": "let me see", "answer": "wrong"}}])
-    demo = labelled_demo(cot, prediction, program_input_only=True)
-    assert demo["output"] == {"thinking": "let me see", "answer": "a1"}  # field order of the output model
-    prediction.trace = []  # failed before the step: the program input, the labelled field only
-    assert labelled_demo(cot, prediction, program_input_only=True) == {"input": {"question": "q1"},
-                                                                       "output": {"answer": "a1"}}
+
+    def prediction(answer, trace=True):
+        return Prediction(index=0, x=Question(question="q1"), y_true=Answer(answer="a1"), reward=0.0,
+                          trace=[{"module": "answer", "input": {"question": "q1"},
+                                  "output": {"thinking": "let me see", "answer": answer}}] if trace else [])
+
+    right = labelled_demo(cot, prediction("a1"), program_input_only=True)
+    assert right["output"] == {"thinking": "let me see", "answer": "a1"}  # field order of the output model
+    assert list(right["output"]) == ["thinking", "answer"]
+    # reasoning that led to another answer would contradict the label: left out
+    assert labelled_demo(cot, prediction("wrong"), program_input_only=True)["output"] == {"answer": "a1"}
+    # failed before the step: the program input, the labelled field only
+    assert labelled_demo(cot, prediction("a1", trace=False), program_input_only=True) == {
+        "input": {"question": "q1"}, "output": {"answer": "a1"}}
+
+
+def test_mixed_demos_prefer_labels_to_partly_rewarded_predictions():
+    from promptrl.optimizers import RandomFewShot
+    from promptrl.trainer import Prediction
+
+    optimizer = RandomFewShot(k=2, demos="mixed", seed=0)
+    partial = Prediction(index=0, x=Question(question="q0"), y_true=Answer(answer="a0"), reward=0.6,
+                         trace=[{"module": "answer", "input": {"question": "q0"}, "output": {"answer": "a0?"}}])
+    other = Prediction(index=1, x=Question(question="q1"), y_true=Answer(answer="a1"), reward=0.0,
+                       trace=[{"module": "answer", "input": {"question": "q1"}, "output": {"answer": "no"}}])
+    optimizer.record([partial, other], one_generator_program(never_right()))
+    chosen = optimizer.choose("answer")
+    assert [c["output"]["answer"] for c in chosen] in (["a0", "a1"], ["a1", "a0"])  # labels, not "a0?"
 
 
 def test_labelled_demos_only_for_generators_producing_the_program_output():

@@ -103,9 +103,10 @@ def load_bbh(task: str | None = None, path: str | None = None, cache_dir: str | 
     order = list(range(len(rows)))
     random.Random(pool_seed).shuffle(order)
     test, train = [rows[i] for i in order[:test_pool]], [rows[i] for i in order[test_pool:]]
+    # The answer's description (its options) comes from the train pool: no test label reaches a prompt.
     question = data_model_from_spec("BBHQuestion", {"question": {"type": "str", "description": "The task's question"}})
     answer = data_model_from_spec("BBHAnswer", {"answer": {"type": "str",
-                                                           "description": answer_description([t for _, t in rows])}})
+                                                           "description": answer_description([t for _, t in train])}})
     return Dataset(
         name="bbh",  # the config name: evaluate --checkpoint compares it with the one the checkpoint saved
         x_train=[question(question=q) for q, _ in train], y_train=[answer(answer=a) for _, a in train],

@@ -4,7 +4,8 @@ A labelled demonstration pairs the input a generator saw with the ground-truth o
 example, so a task the model gets 0 % right still gets demonstrations. Only a generator whose
 output is a program output can be labelled, and with the labelled fields that are its own output
 fields; fields the label does not hold (a chain of thought's `thinking`) are filled from the
-program's own output on that example (bootstrapping), or left out when the program produced none.
+program's own output on that example when that output agrees with the label (bootstrapping), else
+left out.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def labelled_demo(generator, prediction, program_input_only: bool) -> dict | Non
         inputs, produced = prediction.x.model_dump(), {}
     else:
         return None
+    from promptrl.rewards import values_match
+
+    # The program's own extra fields (a chain of thought) only when its output agrees with the label:
+    # reasoning that led to another answer would contradict the demonstration.
+    if not all(name in produced and values_match(value, produced[name]) for name, value in label.items()):
+        produced = {}
     output = {name: label[name] if name in label else produced[name] for name in fields
               if name in label or name in produced}
     return {"input": inputs, "output": output}

@@ -70,7 +70,7 @@ class MIPRO(Optimizer):
             raise UserError("MIPRO needs an optimizer language_model")
         for key, value, minimum in (("nb_instructions", nb_instructions, 1), ("nb_demo_sets", nb_demo_sets, 1),
                                     ("nb_trials", nb_trials, 0), ("minibatch_size", minibatch_size, 1),
-                                    ("nb_full", nb_full, 0)):
+                                    ("nb_full", nb_full, 1)):
             check_number("MIPRO", key, value, minimum, integer=True)
         if demos not in DEMO_SOURCES:
             raise UserError(f"MIPRO: demos={demos!r} is not one of {', '.join(DEMO_SOURCES)}; e.g. optimizer.demos=mixed")
@@ -208,8 +208,8 @@ class MIPRO(Optimizer):
         for trial in self.trials:
             by_key.setdefault(self.key(trial["params"]), []).append(trial["reward"])
             params_of[self.key(trial["params"])] = trial["params"]
-        ranked = sorted(by_key, key=lambda k: mean(by_key[k]), reverse=True)[: self.nb_full]
-        finalists = [self.key(current), *[k for k in ranked if k != self.key(current)]]
+        challengers = sorted((k for k in by_key if k != self.key(current)), key=lambda k: mean(by_key[k]), reverse=True)
+        finalists = [self.key(current), *challengers[: self.nb_full]]
         params_of[self.key(current)] = current
         val = self.validation_data  # scored as fit validates: the current prompts replay fit's calls
         for key in finalists:
@@ -225,6 +225,7 @@ class MIPRO(Optimizer):
     async def on_train_begin(self, program, train_data, validation_data) -> None:
         await super().on_train_begin(program, train_data, validation_data)
         self.train_size = len(train_data[0])
+        self.seen = 0  # fit starts at an epoch boundary (a resumed run too): searches follow its epochs
         if not validation_data or not len(validation_data[0]):
             raise UserError("MIPRO scores its combinations on validation data: pass validation_data (CLI: set dataset.val_size > 0)")
         if self.summary is None:

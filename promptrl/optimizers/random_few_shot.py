@@ -20,8 +20,9 @@ class RandomFewShot(Optimizer):
       above `min_reward` are eligible, so a wrong answer never becomes a demonstration; one entry
       is kept per distinct input (its best).
     - `labels`: training examples with their ground-truth output (see optimizers.demos).
-    - `mixed` (default): rewarded predictions first, then labelled examples for the rest, so a
-      task the model gets 0 % right still gets k demonstrations.
+    - `mixed` (default): fully rewarded predictions first, then labelled examples, then partly
+      rewarded predictions (a graded reward: a label beats an answer that was only partly right), so
+      a task the model gets 0 % right still gets k demonstrations.
     """
 
     def __init__(self, k: int = 3, k_best: int = 10, min_reward: float = 0.0, demos: str = "mixed",
@@ -73,14 +74,18 @@ class RandomFewShot(Optimizer):
 
     def choose(self, module_name: str) -> list[dict]:
         """Up to k demonstrations for a generator, from the sources `demos` allows."""
-        chosen = []
-        if self.demos != "labels":
-            candidates = self.best(module_name)
-            chosen = self.rng.sample(candidates, min(self.k, len(candidates)))
-        if self.demos != "predictions" and len(chosen) < self.k:
-            taken = {input_key(e["input"]) for e in chosen}
-            labelled = [e for key, e in self.labelled.get(module_name, {}).items() if key not in taken]
-            chosen += self.rng.sample(labelled, min(self.k - len(chosen), len(labelled)))
+        candidates = self.best(module_name) if self.demos != "labels" else []
+        if self.demos == "mixed":  # a ground-truth label beats a prediction that was only partly right
+            perfect = [e for e in candidates if e["reward"] >= 1.0]
+            tiers = [perfect, None, [e for e in candidates if e["reward"] < 1.0]]
+        else:
+            tiers = [candidates] if self.demos == "predictions" else [None]
+        chosen: list[dict] = []
+        for tier in tiers:
+            if tier is None:  # the labelled examples' turn
+                taken = {input_key(e["input"]) for e in chosen}
+                tier = [e for key, e in self.labelled.get(module_name, {}).items() if key not in taken]
+            chosen += self.rng.sample(tier, min(self.k - len(chosen), len(tier)))
         return [{"input": e["input"], "output": e["output"]} for e in chosen]
 
     def select_examples(self, program) -> None:
