@@ -15,6 +15,13 @@ import json
 DEMO_SOURCES = ("predictions", "labels", "mixed")
 
 
+def check_demos(owner: str, demos: str) -> None:
+    if demos not in DEMO_SOURCES:
+        from promptrl.errors import UserError
+
+        raise UserError(f"{owner}: demos={demos!r} is not one of {', '.join(DEMO_SOURCES)}; e.g. optimizer.demos=mixed")
+
+
 def input_key(value: dict) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 

@@ -27,7 +27,7 @@ from promptrl.data_model import DataModel, Field
 from promptrl.engine.scheduler import run_all
 from promptrl.errors import UserError
 from promptrl.optimizers.base import Optimizer, as_json, describe_fields, mean
-from promptrl.optimizers.demos import DEMO_SOURCES
+from promptrl.optimizers.demos import check_demos
 from promptrl.optimizers.random_few_shot import RandomFewShot
 from promptrl.seeding import derive_seed
 
@@ -72,8 +72,7 @@ class MIPRO(Optimizer):
                                     ("nb_trials", nb_trials, 0), ("minibatch_size", minibatch_size, 1),
                                     ("nb_full", nb_full, 1)):
             check_number("MIPRO", key, value, minimum, integer=True)
-        if demos not in DEMO_SOURCES:
-            raise UserError(f"MIPRO: demos={demos!r} is not one of {', '.join(DEMO_SOURCES)}; e.g. optimizer.demos=mixed")
+        check_demos("MIPRO", demos)
         self.language_model = language_model
         self.nb_instructions = nb_instructions
         self.nb_demo_sets = nb_demo_sets

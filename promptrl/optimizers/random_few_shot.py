@@ -4,9 +4,8 @@ predictions, topped up with labelled training examples when too few predictions 
 from __future__ import annotations
 
 from promptrl.checks import check_number
-from promptrl.errors import UserError
 from promptrl.optimizers.base import Optimizer
-from promptrl.optimizers.demos import (DEMO_SOURCES, input_key, labelled_demo, output_generator_names,
+from promptrl.optimizers.demos import (check_demos, input_key, labelled_demo, output_generator_names,
                                        reads_program_input_only)
 
 
@@ -31,9 +30,7 @@ class RandomFewShot(Optimizer):
         check_number("RandomFewShot", "k", k, 0, integer=True)
         check_number("RandomFewShot", "k_best", k_best, 1, integer=True)
         check_number("RandomFewShot", "min_reward", min_reward)
-        if demos not in DEMO_SOURCES:
-            raise UserError(f"RandomFewShot: demos={demos!r} is not one of {', '.join(DEMO_SOURCES)}; "
-                            "e.g. optimizer.demos=mixed")
+        check_demos("RandomFewShot", demos)
         self.k = k
         self.k_best = k_best
         self.min_reward = min_reward
