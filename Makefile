@@ -10,7 +10,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 # litellm: use the bundled model price map instead of downloading it at import.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install install-ray train seed-script test test-fast bench bench-engine bench-quality install-dspy clean
+.PHONY: help install install-ray install-browser train seed-script test test-fast bench bench-engine bench-quality install-dspy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install-ray: install  ## add the Ray launcher (hydra/launcher=ray; ~200 MB)
 	$(BIN)/pip install -c constraints.txt -e ".[ray]"
+
+install-browser:  ## Debian's Chromium, for the test that opens report.html headless (driven over DevTools)
+	@command -v apt-get >/dev/null || { echo "install-browser: no apt-get here; install Chromium yourself (the browser test skips without it)"; exit 1; }
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
 train: install  ## the main job: default offline experiment on the embedded model (~2 min)
 	$(BIN)/promptrl train +optimizer=random_few_shot
