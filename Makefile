@@ -10,7 +10,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 # litellm: use the bundled model price map instead of downloading it at import.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install install-ray install-browser train seed-script test test-fast bench bench-engine bench-quality install-dspy clean
+.PHONY: help install install-ray install-text install-browser train seed-script test test-fast bench bench-engine bench-quality install-dspy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -20,11 +20,14 @@ install: $(STAMP)  ## create .venv and install promptrl (builds llama-cpp-python
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install -c constraints.txt -e ".[dev,text]"
 	touch $(STAMP)
 
 install-ray: install  ## add the Ray launcher (hydra/launcher=ray; ~200 MB)
 	$(BIN)/pip install -c constraints.txt -e ".[ray]"
+
+install-text: install  ## add the text-generation metrics (metrics=text: rouge-score, sacrebleu; ~30 MB)
+	$(BIN)/pip install -c constraints.txt -e ".[text]"
 
 install-browser:  ## Debian's Chromium, for the test that opens report.html headless (driven over DevTools)
 	@command -v apt-get >/dev/null || { echo "install-browser: no apt-get here; install Chromium yourself (the browser test skips without it)"; exit 1; }

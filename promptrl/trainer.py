@@ -108,15 +108,21 @@ def answered(predictions: list[Prediction]) -> list[Prediction]:
 
 
 def summarize(predictions: list[Prediction], program) -> dict:
-    """Mean of the reward and each metric over the answered examples; the count of failed
-    predictions (`failures`, scored 0) and of calls that got no answer (`infra_failures`, left out)."""
+    """Mean of the reward and each metric over the answered examples (a metric with `aggregate`, e.g.
+    corpus BLEU, computes its value from them all); the count of failed predictions (`failures`,
+    scored 0) and of calls that got no answer (`infra_failures`, left out)."""
     scored = answered(predictions)
     logs: dict[str, float] = {}
     if program.reward:
         logs["reward"] = statistics.fmean(p.reward for p in scored) if scored else 0.0
     for metric in program.metrics:
-        values = [p.scores[metric.name] for p in scored if p.scores.get(metric.name) is not None]
-        logs[metric.name] = statistics.fmean(values) if values else 0.0  # a metric that could not score: left out
+        kept = [p for p in scored if p.scores.get(metric.name) is not None]  # a metric that could not score: left out
+        if not kept:
+            logs[metric.name] = 0.0
+        elif hasattr(metric, "aggregate"):  # a corpus-level metric (corpus BLEU, distinct-n) is not a mean
+            logs[metric.name] = metric.aggregate([(p.y_true, p.y_pred) for p in kept])
+        else:
+            logs[metric.name] = statistics.fmean(p.scores[metric.name] for p in kept)
     logs["failures"] = sum(p.failure == "invalid" for p in predictions)
     logs["infra_failures"] = len(predictions) - len(scored)
     return logs
