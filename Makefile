@@ -10,7 +10,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 # litellm: use the bundled model price map instead of downloading it at import.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install install-ray install-text install-browser train seed-script test test-fast bench bench-engine bench-quality install-dspy clean
+.PHONY: help install install-ray install-text install-browser train seed-script seed-gsm8k test test-fast bench bench-engine bench-quality install-dspy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,11 @@ train: install  ## the main job: default offline experiment on the embedded mode
 
 seed-script: install  ## the Synalinks-style Python script on the offline task
 	$(BIN)/python experiments/seed_offline.py
+
+seed-gsm8k: install  ## the Synalinks GSM8K script, unchanged but for import + model (offline, ~4 min)
+	mkdir -p outputs/seed_gsm8k
+	cd outputs/seed_gsm8k && PROMPTRL_DATA_DIR=$${PROMPTRL_DATA_DIR:-$(abspath ../shared/data)} \
+		$(abspath $(BIN))/python $(abspath experiments/seed_gsm8k.py)
 
 test: install  ## all tests (unit + integration on the embedded model + CLI)
 	$(BIN)/python -m pytest -q
