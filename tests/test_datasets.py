@@ -233,7 +233,7 @@ def test_jsonl_loader_with_spec_data_models(tmp_path):
     write_jsonl(tmp_path / "test.jsonl", [{"text": "typo in menu", "label": "bug", "priority": 2}])
     ds = datasets.load("jsonl", train_path=str(tmp_path / "train.jsonl"), test_path=str(tmp_path / "test.jsonl"),
                        input_data_model=INPUT_SPEC, output_data_model=OUTPUT_SPEC)
-    assert ds.name == "train"
+    assert ds.name == "jsonl"  # the config name, which a checkpoint records
     assert ds.input_data_model.__name__ == "Ticket"
     assert [x.model_dump() for x in ds.x_train] == [{"text": "crash on start"}, {"text": "add dark mode"}]
     assert [y.model_dump() for y in ds.y_train] == [{"label": "bug", "priority": 1}, {"label": "feature", "priority": 3}]

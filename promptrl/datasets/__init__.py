@@ -4,12 +4,14 @@
     (x_train, y_train), (x_test, y_test) = ds.load_data()
     train, val, test = ds.splits(train_size=16, val_size=12, test_size=20, seed=0)
 
-Validation examples always come from the train pool, so they never overlap the test split.
+Validation examples come from the train pool (or from a validation pool, when the dataset has one,
+e.g. a `val_path` file), never from the test pool.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +93,52 @@ def iter_jsonl(file, required, needed_by: str):
             yield number, row
 
 
+def hold_out(count: int, test_pool, pool_seed, where: str) -> tuple[list[int], list[int]]:
+    """(train indices, test indices) of `count` examples: a fixed shuffle by `pool_seed` (not the run's
+    seed) puts `test_pool` of them - a share like 0.2 or a count like 50 - in the test pool, so every
+    run and every later evaluation tests on the same held-out examples."""
+    share = isinstance(test_pool, float) and 0 < test_pool < 1
+    if share:
+        size = min(max(round(count * test_pool), 1), count - 1)
+    elif isinstance(test_pool, int) and not isinstance(test_pool, bool) and 0 < test_pool < count:
+        size = test_pool
+    else:
+        size = 0
+    if count < 2:
+        raise UserError(f"{where} has {count} example(s): too few to hold out a test pool; give a test file")
+    if size < 1:
+        raise UserError(f"{where} has {count} examples; dataset.test_pool={test_pool!r} must be a share between 0 "
+                        f"and 1 (e.g. 0.2) or a count between 1 and {count - 1}, held out as the test pool; "
+                        "or give a test file")
+    order = list(range(count))
+    random.Random(pool_seed).shuffle(order)
+    return order[size:], order[:size]
+
+
+# Config keys that say which data a loader reads (beyond its name), and those of them naming files.
+SOURCE_KEYS = ("task", "path", "subset", "train_path", "test_path", "val_path", "data_files", "data_dir")
+_FILE_KEYS = {"train_path", "test_path", "val_path", "data_files", "data_dir"}
+_FOLDER_LOADERS = {"bbh", "gsm8k"}  # their `path` is a folder (or null: download) of the same canonical files
+
+
+def describe_source(config: dict) -> str:
+    """Which data a dataset config reads, e.g. "csv train_path=reviews.csv": its loader name and the keys
+    naming tasks and files, file paths cut to their names (the same file reached from another working
+    directory is the same data). `evaluate --checkpoint` compares the checkpoint's with the config's."""
+    def short(value):
+        if isinstance(value, str):
+            return os.path.basename(os.path.normpath(value))
+        if isinstance(value, (list, tuple)):
+            return [short(v) for v in value]
+        if isinstance(value, dict):
+            return {k: short(v) for k, v in value.items()}
+        return value
+
+    name = config.get("name")
+    keys = [k for k in SOURCE_KEYS if config.get(k) is not None and not (k == "path" and name in _FOLDER_LOADERS)]
+    return " ".join([str(name), *(f"{k}={short(config[k]) if k in _FILE_KEYS else config[k]}" for k in keys)])
+
+
 def _key(x) -> str:
     return json.dumps(x.model_dump() if hasattr(x, "model_dump") else x, sort_keys=True)
 
@@ -104,6 +152,9 @@ class Dataset:
     y_test: list
     input_data_model: type
     output_data_model: type
+    x_val: list | None = None  # a validation pool of its own (e.g. a val_path file); None: val comes from train
+    y_val: list | None = None
+    size_hint: str = ""  # appended to a "lower the sizes" error, e.g. which key sizes the test pool
 
     def __post_init__(self):
         shared = sorted(set(self.input_data_model.model_fields) & set(self.output_data_model.model_fields))
@@ -115,11 +166,13 @@ class Dataset:
         """((x_train, y_train), (x_test, y_test)) as in Keras/Synalinks."""
         return (self.x_train, self.y_train), (self.x_test, self.y_test)
 
-    def splits(self, train_size: int | None, val_size: int, test_size: int | None, seed: int | None = 0):
-        """Disjoint (train, val, test) Splits. Sizes None mean "all that is left".
+    def splits(self, train_size: int | None, val_size: int | None, test_size: int | None, seed: int | None = 0):
+        """Disjoint (train, val, test) Splits. train/test sizes None mean "all that is left"; val_size None
+        means all of the validation pool if the dataset has one, else 0.
 
-        Train and validation are sampled from the train pool after removing repeated inputs and any
-        input that also appears in the test pool (duplicates across the canonical files would leak).
+        Train and validation are sampled after removing repeated inputs and any input that also appears
+        in the test pool (duplicates across the canonical files would leak); with a validation pool, its
+        inputs are removed from the train pool too.
         """
         rng = random.Random(seed)
         test_idx = list(range(len(self.x_test)))
@@ -127,30 +180,46 @@ class Dataset:
         test_idx = test_idx[:test_size] if test_size is not None else test_idx
         # every test input is excluded from train/val, not only the sampled ones: a later
         # evaluation with a larger test_size must not meet a training example
-        pool, seen = [], {_key(x) for x in self.x_test}
-        for i in range(len(self.x_train)):  # drop test inputs and repeated inputs from the train pool
-            key = _key(self.x_train[i])
-            if key not in seen:
-                seen.add(key)
-                pool.append(i)
-        rng.shuffle(pool)
+        seen = {_key(x) for x in self.x_test}
+
+        def unique(xs):  # indices of the inputs not seen yet (drops test inputs and repeats)
+            kept = []
+            for i, x in enumerate(xs):
+                key = _key(x)
+                if key not in seen:
+                    seen.add(key)
+                    kept.append(i)
+            return kept
+
+        val_pool = unique(self.x_val) if self.x_val is not None else None
+        pool = unique(self.x_train)
+        rng.shuffle(pool)  # the same draws as before validation pools existed: recorded splits stay
         asked = f"train_size={train_size}, val_size={val_size}, test_size={test_size}"
-        train_size = len(pool) - val_size if train_size is None else train_size
-        wanted = train_size + val_size
-        if min(train_size, val_size, test_size if test_size is not None else 0) < 0 or wanted > len(pool) \
-                or (test_size or 0) > len(self.x_test):
-            raise UserError(f"dataset '{self.name}' has {len(pool)} train-pool and {len(self.x_test)} test examples "
-                            f"(after removing repeats and test inputs); asked for {asked} - lower the sizes")
-        val_idx, train_idx = pool[:val_size], pool[val_size:wanted]
+        if val_pool is not None:
+            rng.shuffle(val_pool)
+            val_size = len(val_pool) if val_size is None else val_size
+            have = f"{len(pool)} train-pool, {len(val_pool)} validation and {len(self.x_test)} test examples"
+            val_from, pool_left = val_pool, pool
+        else:
+            val_size = val_size or 0
+            have = f"{len(pool)} train-pool and {len(self.x_test)} test examples"
+            val_from, pool_left = pool, pool[val_size:]
+        train_size = len(pool_left) if train_size is None else train_size
+        if min(train_size, val_size, test_size if test_size is not None else 0) < 0 or val_size > len(val_from) \
+                or train_size > len(pool_left) or (test_size or 0) > len(self.x_test):
+            raise UserError(f"dataset '{self.name}' has {have} (after removing repeats and test inputs); asked for "
+                            f"{asked} - lower the sizes{self.size_hint}")
+        val_idx, train_idx = val_from[:val_size], pool_left[:train_size]
 
         def take(xs, ys, idx):
             return Split([xs[i] for i in idx], [ys[i] for i in idx])
 
-        return (take(self.x_train, self.y_train, train_idx), take(self.x_train, self.y_train, val_idx),
+        val_xs, val_ys = (self.x_val, self.y_val) if val_pool is not None else (self.x_train, self.y_train)
+        return (take(self.x_train, self.y_train, train_idx), take(val_xs, val_ys, val_idx),
                 take(self.x_test, self.y_test, test_idx))
 
 
 # Loaders register themselves on import.
-from promptrl.datasets import bbh, gsm8k, jsonl, synthetic  # noqa: E402,F401
+from promptrl.datasets import bbh, files, gsm8k, hf, synthetic  # noqa: E402,F401
 
-__all__ = ["Dataset", "Split", "available", "iter_jsonl", "load", "register"]
+__all__ = ["Dataset", "Split", "available", "describe_source", "hold_out", "iter_jsonl", "load", "register"]

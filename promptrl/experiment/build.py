@@ -78,7 +78,8 @@ def build_splits(cfg: DictConfig, seed: int | None = None):
     if not isinstance(dataset, Dataset):
         raise UserError(f"dataset target returned {type(dataset).__name__}; it must return a promptrl.datasets.Dataset")
     seed = cfg.seed if seed is None else seed
-    train, val, test = dataset.splits(sizes["train_size"], sizes["val_size"] or 0, sizes["test_size"], seed=seed)
+    # val_size null: all of a validation file/split if the dataset has one, else no validation
+    train, val, test = dataset.splits(sizes["train_size"], sizes["val_size"], sizes["test_size"], seed=seed)
     if len(test) == 0:
         raise UserError(f"dataset '{dataset.name}' has no test examples; check the test file or dataset.test_size")
     return dataset, train, val, test

@@ -357,9 +357,13 @@ def _evaluation_setup(cfg, out: Path, log: Callable, override_language_model):
     dataset, _, _, test = build_splits(cfg, seed=split_seed)
     program, lm = build_program(cfg, dataset)
     if state is not None:
-        trained_on = (metadata.get("dataset") or {}).get("name") if isinstance(metadata.get("dataset"), dict) else None
-        if trained_on and trained_on != dataset.name:
-            notes.append(f"Warning: the checkpoint was trained on dataset '{trained_on}', evaluated on '{dataset.name}'.")
+        from promptrl.datasets import describe_source  # loader name + task/files: same data, same description
+
+        saved = metadata.get("dataset")
+        trained_on = describe_source(saved) if isinstance(saved, dict) else None
+        evaluated_on = describe_source(container(cfg, "dataset"))
+        if trained_on and trained_on != evaluated_on:
+            notes.append(f"Warning: the checkpoint was trained on dataset '{trained_on}', evaluated on '{evaluated_on}'.")
         program = load_checkpoint(cfg, state, lm, override_language_model)
         lm = program.language_models[0]
         where = lm.endpoint
