@@ -10,7 +10,7 @@ export CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 # litellm: use the bundled model price map instead of downloading it at import.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: help install install-ray install-text install-browser train seed-script seed-gsm8k test test-fast bench bench-engine bench-quality install-dspy clean
+.PHONY: help install install-ray install-text install-mlflow mlflow-ui install-browser train seed-script seed-gsm8k test test-fast bench bench-engine bench-quality install-dspy clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,12 @@ install-ray: install  ## add the Ray launcher (hydra/launcher=ray; ~200 MB)
 
 install-text: install  ## add the text-generation metrics (metrics=text: rouge-score, sacrebleu; ~30 MB)
 	$(BIN)/pip install -c constraints.txt -e ".[text]"
+
+install-mlflow: install  ## add MLflow for +logger=mlflow and `make mlflow-ui` (~500 MB; make install includes it)
+	$(BIN)/pip install -c constraints.txt -e ".[mlflow]"
+
+mlflow-ui: install-mlflow  ## browse the runs logged with +logger=mlflow: http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db
 
 install-browser:  ## Debian's Chromium, for the test that opens report.html headless (driven over DevTools)
 	@command -v apt-get >/dev/null || { echo "install-browser: no apt-get here; install Chromium yourself (the browser test skips without it)"; exit 1; }

@@ -41,7 +41,7 @@ def config_groups_help() -> str:
     except typer.BadParameter:
         return ""
     # "\b" keeps click from re-wrapping the paragraph that follows it.
-    lines = ["\b", "Config groups (GROUP=OPTION; optimizer, experiment and hparams_search are added: +GROUP=OPTION):"]
+    lines = ["\b", "Config groups (GROUP=OPTION; optimizer, experiment, hparams_search and logger are added: +GROUP=OPTION):"]
     for group in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "hydra"):
         options = sorted(f.stem for f in group.glob("*.yaml"))
         lines.append(f"  {group.name:<16} {', '.join(options)}")
@@ -259,6 +259,8 @@ def _print_table(title: str, results: dict[str, dict | None]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from promptrl.experiment.results import format_cell
+
     present = {label: r for label, r in results.items() if r}
     if not present:
         return
@@ -268,7 +270,7 @@ def _print_table(title: str, results: dict[str, dict | None]) -> None:
         table.add_column(f"{label} (mean ± std)", justify="right")
     keys = list(next(iter(present.values()))["mean"])
     for key in keys:
-        table.add_row(key, *[f"{r['mean'][key]:.3f} ± {r['std'][key]:.3f}" for r in present.values()])
+        table.add_row(key, *[format_cell(r, key) for r in present.values()])
     Console().print(table)
 
 

@@ -60,7 +60,7 @@ def job_row(job: Path) -> dict:
     else:
         status, error = "ok", ""
     row = {"job": int(job.name), "overrides": overrides, "status": status, "error": error,
-           "trained": final is not None}
+           "trained": final is not None, "nb_runs": (final or baseline or evaluation or {}).get("nb_runs")}
     # A job without an optimizer is its own "final" program: the untrained one.
     for phase, result in (("baseline", baseline), ("final", final or baseline or evaluation)):
         for key, value in (result or {}).get("mean", {}).items():
@@ -114,7 +114,11 @@ def write_report(sweep_dir) -> list[dict]:
 
     def cell(row, phase, metric):
         mean = row.get(f"{phase}_{metric}_mean")
-        return "-" if mean is None else f"{mean:.3f} ± {row[f'{phase}_{metric}_std']:.3f}"
+        if mean is None:
+            return "-"
+        if row.get("nb_runs") == 1:  # one run: no spread to show (not a spread of zero)
+            return f"{mean:.3f}"
+        return f"{mean:.3f} ± {row[f'{phase}_{metric}_std']:.3f}"
 
     header = ["job", *params, "status", *[f"baseline {m}" for m in metrics], *[f"final {m}" for m in metrics],
               "best val_reward", "LM calls", "tokens", "cost (USD)", "wall time (s)"]
@@ -133,9 +137,10 @@ def write_report(sweep_dir) -> list[dict]:
                   "-" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f}"]
         lines.append("| " + " | ".join(values) + " |")
     plot_rows = [{**r, "overrides": {p: r["overrides"].get(p) for p in params}} for r in rows]
-    plots.plot_sweep(plot_rows, sweep_dir / REPORT_PNG, params=params,
-                     title=f"Final reward (mean ± std) - {_sweep_name(sweep_dir)}")
-    lines += ["", f"![sweep]({REPORT_PNG})", ""]
+    plots.plot_sweep(plot_rows, sweep_dir / REPORT_PNG, params=params, title=_sweep_name(sweep_dir))
+    lines += ["", "Choose an arm by its best `val_reward` (the validation score its checkpoint was picked by); "
+              "the test reward is for reporting the chosen arm, not for choosing: picking the best of several "
+              "test scores overstates it.", "", f"![sweep]({REPORT_PNG})", ""]
     atomic_write_text(sweep_dir / REPORT_MD, "\n".join(lines))
     return rows
 
@@ -168,6 +173,16 @@ class SweepReportCallback(_HydraCallback):
         # Known before Hydra writes multirun.yaml: the CLI masks it even when no job ever starts.
         global SWEEP_DIR
         SWEEP_DIR = Path(config.hydra.sweep.dir)
+        self.tracker = None
+        if config.get("logger"):  # +logger=mlflow: the sweep's parent run, which every job nests under
+            from promptrl.experiment.build import instantiate_node
+
+            try:
+                self.tracker = instantiate_node(config.logger, "logger")
+                self.tracker.start_sweep(SWEEP_DIR, _parse_overrides(list(config.hydra.overrides.task)),
+                                         store_root=Path(config.hydra.runtime.cwd) / "outputs")
+            except UserError as error:  # no job starts untracked; Hydra would only warn about an Exception
+                raise SystemExit(f"error: {error}") from None
 
     def on_job_start(self, config, **kwargs) -> None:
         # Hydra has written multirun.yaml by now: mask secrets while the sweep runs, not only after.
@@ -181,3 +196,8 @@ class SweepReportCallback(_HydraCallback):
         if sweep_dir.is_dir() and job_dirs(sweep_dir):
             LAST_REPORT = (sweep_dir, write_report(sweep_dir))
             print(f"sweep report: {sweep_dir / REPORT_MD}")
+        if getattr(self, "tracker", None) is not None:  # +logger=mlflow: close the sweep's run with the report
+            failed = [r for r in (LAST_REPORT or (None, []))[1] if r["status"] != "ok"]
+            self.tracker.end("failed" if failed or LAST_REPORT is None else "ok",
+                             f"{len(failed)} jobs failed" if failed else "",
+                             files=[sweep_dir / name for name in (REPORT_CSV, REPORT_MD, REPORT_PNG)])

@@ -26,7 +26,9 @@ from promptrl.experiment.build import (
     instantiate_node, build_budget, build_optimizer, build_program, build_scorers, build_splits, check_run_keys,
     container, judge_models, trust_configured_modules,
 )
-from promptrl.experiment.results import aggregate, paired_comparison, usage_report, write_report
+from promptrl.experiment.results import (
+    aggregate, chance_level, paired_comparison, run_setup, saved_prompts, usage_report, write_report,
+)
 from promptrl.experiment.status import RunStatus, check_failure_budget
 from promptrl.io import atomic_write_json, atomic_write_text
 from promptrl.language_model import SETTING_KEYS, LanguageModel, provider_of
@@ -183,36 +185,45 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     run_status = RunStatus(out)
+    tracker = None
     try:
+        tracker = _start_tracking(cfg, out, "train")  # +logger=mlflow
         setup = build_train(cfg)
         dataset, train, val, test = setup.dataset, setup.train, setup.val, setup.test
         program, lm, optimizer, teacher = setup.program, setup.lm, setup.optimizer, setup.teacher
         budget, reserve_final, callbacks, training = setup.budget, setup.reserve_final, setup.callbacks, setup.training
         _write_config(cfg, out)
         program.save(out / "initial.program.json")
+        report_setup = run_setup(cfg, out, "train", dataset, {"train": len(train), "val": len(val), "test": len(test)},
+                                 program, optimizer)
+        chance = chance_level(program.reward, dataset.output_data_model, dataset.y_train, test.y)
+        figure = {"reference": chance, "reward_name": report_setup["reward"]["name"]}  # what every plot names
         log(f"dataset {dataset.name}: train {len(train)}, val {len(val)}, test {len(test)} | "
             f"model {lm.model} | optimizer {type(optimizer).__name__ if optimizer else 'none (baseline only)'}")
         if optimizer is not None and cfg.epochs == 0:
             log("epochs=0: no training, baseline evaluations only")
     except BaseException as error:
         run_status.end(*_ending(error))
+        _end_tracking(tracker, *_ending(error))
         raise
     lms = {"program": lm, "optimizer": teacher, **judge_models([program.reward, *program.metrics], [lm])}
     if cfg.get("reply_cache", True):  # replies kept in the run dir: `--resume` replays them instead of paying again
         for model in lms.values():
             if model is not None:
                 model.use_reply_cache(out / REPLY_CACHE)
-    baseline = final = best = comparison = None
+    baseline = final = best = comparison = usage = None
     history: list[dict] = []
     status, reason, fitting, budget_stop = "failed", "", False, ""
     logger = HistoryLogger(out / "history.jsonl", out / "history.csv")
     try:
         run_status.phase("baseline")
         baseline = await run_evaluations(program, test, cfg, "baseline", out, progress, log, run_status)
-        plots.plot_metrics_with_mean_and_std(baseline, out / "baseline.png", title=f"Baseline - {cfg.task_name}")
+        plots.plot_metrics_with_mean_and_std(baseline, out / "baseline.png", title=f"Baseline - {cfg.task_name}",
+                                             **figure)
         if training:
             run_status.phase("fit")
-            callbacks += [logger, FailureBudget(cfg.max_failure_rate, len(train), len(val), run_status)]
+            callbacks += [logger, *([tracker.callback()] if tracker else []),  # before a failure budget stops fit
+                          FailureBudget(cfg.max_failure_rate, len(train), len(val), run_status)]
             callbacks += [ProgressBar("fit ")] if progress else []
             if reserve_final and budget.active:  # the final evaluations cost what the baseline cost
                 budget.reserve(budget.spent())
@@ -233,7 +244,7 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
             program.save(out / "last.program.json")  # where training stopped, optimizer state included (resume)
             history = logger.records
             if any("reward" in record for record in history):  # at least one training epoch to draw
-                plots.plot_history(history, out / "history.png", title=f"Training history - {cfg.task_name}")
+                plots.plot_history(history, out / "history.png", title=f"Training history - {cfg.task_name}", **figure)
             checkpoint = next((c for c in callbacks if isinstance(c, ProgramCheckpoint) and c.best_path), None)
             if checkpoint is not None:
                 best = {"path": checkpoint.best_path, "epoch": checkpoint.best_epoch,
@@ -251,7 +262,7 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
             atomic_write_json(out / "comparison.json", comparison)
             plots.plot_metrics_comparison_with_mean_and_std(
                 {"baseline": baseline, "trained": final}, out / "comparison.png",
-                title=f"Baseline vs trained - {cfg.task_name} (n={cfg.nb_runs} runs)")
+                title=f"Baseline vs trained - {cfg.task_name}", comparison=comparison, **figure)
         status, reason = ("budget_reached", budget_stop) if budget_stop else ("ok", "")
     except BudgetReached as reached:  # before any training, or training stopped without reserve_final
         status, reason = "budget_reached", str(reached)
@@ -271,9 +282,12 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
             notes = [] if optimizer else ["", "No optimizer: baseline evaluations only (add +optimizer=random_few_shot)."]
             write_report(out, f"promptrl train: {cfg.task_name}", {"baseline": baseline, "trained": final},
                          test_size=len(test), comparison=comparison, history=history, best=best, usage=usage,
-                         program=program, status=status, notes=notes, reason=reason)
+                         program=program, status=status, notes=notes, reason=reason, setup=report_setup,
+                         chance=chance, prompts=saved_prompts(out, _best_path(callbacks), final is not None, training))
         finally:  # status.json never stays 'running' after the run ended, whatever failed above
             run_status.end(status, reason)
+            _end_tracking(tracker, status, reason, results={"baseline": baseline, "final": final},
+                          comparison=comparison, usage=usage)
     return {"baseline": baseline, "final": final, "comparison": comparison, "history": history, "best": best,
             "usage": usage, "output_dir": str(out), "status": run_status.data}
 
@@ -315,16 +329,22 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     run_status = RunStatus(out)
+    tracker = None
     try:
+        tracker = _start_tracking(cfg, out, "evaluate")  # +logger=mlflow
         program, lm, test, dataset, notes = _evaluation_setup(cfg, out, log, override_language_model)
+        report_setup = run_setup(cfg, out, "evaluate", dataset, {"test": len(test)}, program)
+        chance = chance_level(program.reward, dataset.output_data_model, dataset.y_train, test.y)
     except BaseException as error:
         run_status.end(*_ending(error))
+        _end_tracking(tracker, *_ending(error))
         raise
-    result, status, reason = None, "failed", ""
+    result, status, reason, usage = None, "failed", "", None
     try:
         run_status.phase("evaluation")
         result = await run_evaluations(program, test, cfg, "evaluation", out, progress, log, run_status)
-        plots.plot_metrics_with_mean_and_std(result, out / "evaluation.png", title=f"Evaluation - {cfg.task_name}")
+        plots.plot_metrics_with_mean_and_std(result, out / "evaluation.png", title=f"Evaluation - {cfg.task_name}",
+                                             reference=chance, reward_name=report_setup["reward"]["name"])
         status = "ok"
     except BaseException as error:
         status, reason = _ending(error)
@@ -336,9 +356,10 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
             atomic_write_json(out / "usage.json", usage)
             write_report(out, f"promptrl evaluate: {cfg.checkpoint or cfg.task_name}", {"evaluation": result},
                          test_size=len(test), usage=usage, program=program, status=status,
-                         notes=[""] + notes if notes else [], reason=reason)
+                         notes=[""] + notes if notes else [], reason=reason, setup=report_setup, chance=chance)
         finally:
             run_status.end(status, reason)
+            _end_tracking(tracker, status, reason, results={"evaluation": result}, usage=usage)
     return {"evaluation": result, "usage": usage, "output_dir": str(out), "status": run_status.data}
 
 
@@ -378,6 +399,36 @@ def _evaluation_setup(cfg, out: Path, log: Callable, override_language_model):
     log(f"evaluating {cfg.checkpoint or program.name} on {dataset.name} test ({len(test)} examples), "
         f"{cfg.nb_runs} runs, model {lm.model}")
     return program, lm, test, dataset, notes
+
+
+# ---- experiment tracking (+logger=mlflow): the recipe's side of promptrl.tracking ---------------
+def _start_tracking(cfg, out: Path, command: str):
+    """The run's tracker, its run opened (None without a `logger` node). The default store goes in
+    outputs/ of the directory promptrl was started from; a job of a sweep nests under the sweep's run."""
+    if not cfg.get("logger"):
+        return None
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    tracker = instantiate_node(cfg.logger, "logger")
+    places = {}
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        places["store_root"] = Path(hydra_cfg.runtime.cwd) / "outputs"
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            places["sweep_dir"] = Path(hydra_cfg.sweep.dir)
+    tracker.start(out, container(cfg), command=command, **places)
+    return tracker
+
+
+def _end_tracking(tracker, status: str, reason: str, **numbers) -> None:
+    if tracker is not None:
+        tracker.end(status, reason, **numbers)
+
+
+def _best_path(callbacks) -> str | None:
+    """The best checkpoint written so far (also when the run stopped before reloading it)."""
+    return next((c.best_path for c in callbacks if isinstance(c, ProgramCheckpoint) and c.best_path), None)
 
 
 class FailureBudget(Callback):

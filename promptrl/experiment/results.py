@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import random
+import shlex
 import socket
 import statistics
 import time
+import typing
+from collections import Counter
 from pathlib import Path
 
 from promptrl.io import atomic_write_text
+from promptrl.plots import failure_rate_text
 
 
 def aggregate(phase: str, runs: list[dict], seeds: list[int], rewards: list[list[float | None]]) -> dict:
@@ -72,40 +77,278 @@ def usage_report(language_models: dict, started: float, embedding_models=()) -> 
     return report
 
 
-def _fmt(result: dict | None, key: str) -> str:
+# ----------------------------------------------------------------------------- what the run was
+
+
+def _choices(annotation) -> list | None:
+    """The fixed answers of an output field typed `choice` / Literal / Enum, else None."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [member.value for member in annotation]
+    return None
+
+
+def chance_level(reward, output_model, train_labels: list, test_labels: list) -> dict | None:
+    """What a program that does not read its input scores with this reward: the reference line of
+    the plots, or None when there is no such number to know.
+
+    Only for an exact-match reward on one output field (a partial-credit, similarity or judge
+    reward has no chance rate the labels alone give). A field typed `choice` (Literal/Enum) with n
+    answers gives the uniform guess 1/n; a field with fixed choices, or few distinct training labels
+    (at most 10, each seen 3 times on average: a BBH-like classification task), gives the
+    majority class: the train pool's most common label, scored on the test targets. The line drawn
+    is the majority class when there is one (what always answering it scores on *this* test
+    split), else 1/n."""
+    from promptrl.rewards import ExactMatch, values_match
+
+    if not isinstance(reward, ExactMatch) or output_model is None:
+        return None
+    fields = [f for f in output_model.model_fields
+              if (not reward.in_mask or f in reward.in_mask) and f not in (reward.out_mask or [])]
+    if len(fields) != 1 or not test_labels:
+        return None
+    field = fields[0]
+
+    def value(y):
+        return (y.model_dump() if hasattr(y, "model_dump") else dict(y)).get(field)
+
+    choices = _choices(output_model.model_fields[field].annotation)
+    train = [value(y) for y in train_labels]
+    test = [value(y) for y in test_labels]
+    counts = Counter(json.dumps(v, sort_keys=True, default=str) for v in train)
+    few_labels = bool(counts) and len(counts) <= 10 and 3 * len(counts) <= len(train)
+    level: dict = {"field": field}
+    if choices:
+        level["uniform"] = {"choices": len(choices), "rate": 1 / len(choices)}
+    if counts and (choices or few_labels):
+        top = max(counts.values())
+        # A tie (a balanced train pool) has no majority: the expected score of answering one of the
+        # tied labels, picked at random.
+        tied = [json.loads(label) for label, count in counts.items() if count == top]
+        rate = statistics.fmean(sum(values_match(label, v, reward.case_sensitive) for v in test) / len(test)
+                                for label in tied)
+        level["majority"] = {"labels": tied, "rate": rate, "train_share": top / len(train),
+                             "distinct_labels": len(counts)}
+    if "majority" in level:
+        m = level["majority"]
+        names = " / ".join(repr(label) for label in m["labels"])
+        level.update(value=m["rate"], label=f"majority class {names} ({m['rate']:.2f})")
+    elif "uniform" in level:
+        n = level["uniform"]["choices"]
+        level.update(value=1 / n, label=f"chance: uniform guess 1/{n} ({1 / n:.2f})")
+    else:
+        return None
+    return level
+
+
+def _short(value, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def describe_node(node) -> str:
+    """`ExactMatch(in_mask=["answer"], case_sensitive=true)` from a config node (`_target_` + args)."""
+    if not isinstance(node, dict):
+        return _short(node)
+    target = str(node.get("_target_", "?"))
+    name = target.rsplit(".", 1)[-1] if target.startswith("promptrl.") else target
+    args = ", ".join(f"{k}={_short(v)}" for k, v in node.items()
+                     if not k.startswith("_") and v is not None and k != "language_model")
+    return f"{name}({args})"
+
+
+def _settings(config: dict, keys=None) -> str:
+    return ", ".join(f"{k}={_short(v)}" for k, v in config.items() if (keys is None or k in keys) and v is not None)
+
+
+def _command(out: Path, command: str) -> str | None:
+    """The command line that made the run, from the overrides the CLI saved (secrets masked)."""
+    import yaml
+
+    from promptrl.secrets import MASK, is_secret_key
+
+    path = out / "overrides.yaml"
+    if not path.is_file():
+        return None
+    overrides = yaml.safe_load(path.read_text()) or []
+    shown = []
+    for item in overrides:
+        key, sep, value = str(item).partition("=")
+        shown.append(f"{key}={MASK}" if sep and is_secret_key(key.rsplit(".", 1)[-1]) else str(item))
+    return " ".join(["promptrl", command, *(shlex.quote(o) for o in shown)])
+
+
+def run_setup(cfg, out: Path, command: str, dataset, sizes: dict, program, optimizer=None) -> dict:
+    """What a reviewer asks first, for report.md: the command, the data, the model, the reward and
+    metrics by name, the optimizer and its settings."""
+    from promptrl.experiment.build import container
+
+    lm = program.language_models[0] if program.language_models else None
+    judge = getattr(program.reward, "language_model", None)
+    setup = {
+        "command": _command(out, command),
+        "dataset": {"name": dataset.name, **sizes, "seed": cfg.get("seed")},
+        "program": program.name,
+        "language_model": (f"{lm.model} ({_settings(lm.get_config(), ('temperature', 'max_tokens'))})"
+                           if lm is not None else None),
+        "reward": {"name": getattr(program.reward, "name", "reward"),
+                   "spec": describe_node(container(cfg, "reward")) if "reward" in cfg else
+                   type(program.reward).__name__,
+                   "judge": judge.model if judge is not None else None},
+        "metrics": [{"name": m.name, "spec": describe_node(node)}
+                    for m, node in zip(program.metrics, (container(cfg, "metrics") or {}).values())]
+        if "metrics" in cfg else [{"name": m.name, "spec": type(m).__name__} for m in program.metrics],
+        "nb_runs": cfg.get("nb_runs"),
+    }
+    if optimizer is not None:
+        teacher = getattr(optimizer, "language_model", None)
+        setup["optimizer"] = {"name": type(optimizer).__name__, "settings": _settings(optimizer.get_config()),
+                              "teacher": teacher.model if teacher is not None else None,
+                              "epochs": cfg.get("epochs"), "batch_size": cfg.get("batch_size")}
+    return setup
+
+
+# ----------------------------------------------------------------------------- report.md
+
+
+def format_cell(result: dict | None, key: str) -> str:
+    """One cell of a results table: mean ± std, the mean alone for one run, a rate for failure counts."""
     if not result or key not in result["mean"]:
         return "-"
-    if result["nb_runs"] < 2:  # no spread from a single run
+    if key in ("failures", "infra_failures"):  # counts: a rate of the test examples, not a score
+        return _rate(result, key) or "-"
+    if result["nb_runs"] < 2:  # no spread from a single run (not a spread of zero)
         return f"{result['mean'][key]:.3f}"
     return f"{result['mean'][key]:.3f} ± {result['std'][key]:.3f}"
 
 
-def write_report(out: Path, title: str, phases: dict[str, dict | None], *, test_size: int, comparison=None,
-                 history=(), best=None, usage: dict, program, status: str, notes=(), reason: str = "") -> None:
-    """report.md: the numbers, the plots, the history, the LM usage and the learned prompts."""
-    present = {label: r for label, r in phases.items() if r}
-    lines = [f"# {title}", "", f"Status: **{status}**" + (f" - {reason}" if reason else ""), *notes, ""]
-    if present:
-        labels = list(present)
-        lines += ["| metric | " + " | ".join(f"{label} (mean ± std)" for label in labels) + " |",
-                  "|---" * (len(labels) + 1) + "|"]
-        for key in next(iter(present.values()))["mean"]:
-            lines.append(f"| {key} | " + " | ".join(_fmt(present[label], key) for label in labels) + " |")
-        nb = next(iter(present.values()))["nb_runs"]
-        runs = f"{nb} run" + ("s" if nb != 1 else "")
-        lines += ["", f"Mean ± sample std over {runs} on the same {test_size} test examples, each run with its "
-                  "own seed" + (" (baseline and trained runs share the seeds)." if len(present) > 1 else "."), ""]
-    if comparison and comparison["examples"]:
+def _rate(result: dict, key: str) -> str | None:
+    if key == "failures":
+        return failure_rate_text(result)
+    count = result["mean"].get(key)
+    examples = len(result["rewards"][0]) if result.get("rewards") else None
+    if count is None:
+        return None
+    n = f"{count:.0f}" if float(count).is_integer() else f"{count:.1f}"
+    return f"{n} of {examples} per run ({count / examples:.0%})" if examples else f"{n} per run"
+
+
+def _setup_lines(setup: dict, phases: dict, best, program_section) -> list[str]:
+    lines = ["## Setup", ""]
+    lines.append(f"- **Command**: `{setup['command']}`" if setup.get("command")
+                 else "- **Command**: not started from the CLI (no overrides.yaml)")
+    d = setup["dataset"]
+    sizes = ", ".join(f"{d[k]} {name}" for k, name in (("train", "train"), ("val", "validation"), ("test", "test"))
+                      if d.get(k) is not None)
+    lines.append(f"- **Dataset**: {d['name']}: {sizes} examples (splits drawn with seed {d.get('seed')})")
+    lines.append(f"- **Program**: {setup.get('program')}" + ("; picture below" if program_section else ""))
+    if setup.get("language_model"):
+        lines.append(f"- **Language model**: {setup['language_model']}")
+    reward = setup["reward"]
+    judge = f", judged by {reward['judge']}" if reward.get("judge") else ""
+    lines.append(f"- **Reward** (`reward` in the tables and plots; named `{reward['name']}`): "
+                 f"`{reward['spec']}`{judge}")
+    if setup.get("metrics"):
+        lines.append("- **Metrics** (watched, not optimized): "
+                     + ", ".join(f"`{m['name']}` = `{m['spec']}`" for m in setup["metrics"]))
+    optimizer = setup.get("optimizer")
+    if optimizer:
+        teacher = f", proposals by {optimizer['teacher']}" if optimizer.get("teacher") else ""
+        chosen = ""
+        if best:
+            when = "the untrained program" if best["epoch"] < 0 else f"epoch {best['epoch'] + 1}"
+            chosen = f"; \"trained\" is the checkpoint with the best {best['monitor']} ({when})"
+        lines.append(f"- **Optimizer**: `{optimizer['name']}({optimizer['settings']})`{teacher}, "
+                     f"{optimizer['epochs']} epochs, batch size {optimizer['batch_size']}{chosen}")
+    elif "trained" in phases:
+        lines.append("- **Optimizer**: none (baseline evaluations only)")
+    nb = setup.get("nb_runs")
+    if nb:
+        arms = " per arm" if "trained" in phases else ""
+        paired = "; baseline and trained share the run seeds (paired)" if phases.get("trained") else ""
+        lines.append(f"- **Runs**: {nb} evaluation{'s' if nb != 1 else ''}{arms} of the {d.get('test')} test "
+                     f"examples, each with its own seed{paired}")
+    lines.append("")
+    if program_section:
+        lines += ["## Program", "", *program_section, ""]
+    return lines
+
+
+def _result_lines(present: dict, comparison, chance, test_size: int) -> list[str]:
+    lines = ["## Result", ""]
+    if not present:
+        return lines + ["No evaluation finished: no result.", ""]
+    nb = next(iter(present.values()))["nb_runs"]
+    spread = f"mean ± sample std over {nb} runs" if nb > 1 else "one run: no spread to show (set nb_runs >= 2)"
+    rewards = " → ".join(f"{label} {format_cell(r, 'reward')}" for label, r in present.items())
+    lines += [f"**Reward** on {test_size} test examples: {rewards} ({spread}).", ""]
+    if comparison and comparison.get("examples"):
         low, high = comparison["ci95"]
         excluded = comparison.get("excluded_examples", 0)
-        lines += [f"Paired difference (trained − baseline reward, per example, averaged over runs): "
+        lines += [f"**Paired difference** (trained − baseline reward, per example, averaged over runs): "
                   f"**{comparison['reward_difference']:+.3f}**, 95% bootstrap CI [{low:+.3f}, {high:+.3f}] over "
                   f"{comparison['examples']} test examples; {comparison['examples_improved']} improved, "
                   f"{comparison['examples_worsened']} worsened."
+                  + (" The interval excludes 0." if low > 0 or high < 0 else " The interval includes 0: "
+                     "the difference is not distinguishable from none.")
                   + (f" {excluded} examples without an answer from the provider in some run were left out."
                      if excluded else ""), ""]
     elif comparison:
         lines += ["No paired difference: no test example was answered in every run of both arms.", ""]
+    if chance:
+        parts = []
+        if "majority" in chance:
+            m = chance["majority"]
+            if len(m["labels"]) == 1:
+                parts.append(f"always answering the train pool's most common `{chance['field']}` "
+                             f"{m['labels'][0]!r} ({m['train_share']:.0%} of its labels) scores **{m['rate']:.3f}** "
+                             "on the test split")
+            else:
+                parts.append(f"the train pool's most common `{chance['field']}` labels tie "
+                             f"({', '.join(repr(v) for v in m['labels'])}, {m['train_share']:.0%} each): always "
+                             f"answering one of them scores **{m['rate']:.3f}** on the test split on average")
+        if "uniform" in chance:
+            u = chance["uniform"]
+            parts.append(f"a uniform guess among the field's {u['choices']} choices scores {u['rate']:.3f}")
+        lines += ["**Chance** (the dashed line in the plots): " + "; ".join(parts) + ".", ""]
+    else:
+        lines += ["**Chance**: no chance line (the reward is not an exact match on one output field with fixed "
+                  "choices or few distinct labels).", ""]
+    failures = [f"{label} {_rate(r, 'failures')}" for label, r in present.items() if "failures" in r["mean"]]
+    if failures:
+        lines += ["**Failed predictions** (no valid output, e.g. cut at max_tokens; scored 0): "
+                  + "; ".join(failures) + ".", ""]
+    infra = [f"{label} {_rate(r, 'infra_failures')}" for label, r in present.items()
+             if r["mean"].get("infra_failures")]
+    if infra:
+        lines += ["**No answer from the provider** (left out of the scores): " + "; ".join(infra) + ".", ""]
+    labels = list(present)
+    lines += ["| metric | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    names = {"failures": "failed predictions", "infra_failures": "no answer (infra)"}
+    for key in next(iter(present.values()))["mean"]:
+        lines.append(f"| {names.get(key, key)} | " + " | ".join(format_cell(present[label], key) for label in labels) + " |")
+    lines.append("")
+    return lines
+
+
+def write_report(out: Path, title: str, phases: dict[str, dict | None], *, test_size: int, comparison=None,
+                 history=(), best=None, usage: dict, program, status: str, notes=(), reason: str = "",
+                 setup: dict | None = None, chance: dict | None = None, prompts: tuple[str, dict] | None = None,
+                 program_section: list[str] = ()) -> None:
+    """report.md: first what a reviewer asks (status, command, data, program, reward, optimizer),
+    then the result with its paired CI, failed predictions and chance level, the plots, the
+    history, the LM usage and the learned prompts.
+
+    `prompts` is (where they come from, {module: variables}) - the prompts of a saved file, so the
+    report never shows prompts no checkpoint holds; default: the program's own."""
+    present = {label: r for label, r in phases.items() if r}
+    lines = [f"# {title}", "", f"Status: **{status}**" + (f" - {reason}" if reason else ""), *notes, ""]
+    if setup:
+        lines += _setup_lines(setup, phases, best, program_section)
+    elif program_section:
+        lines += ["## Program", "", *program_section, ""]
+    lines += _result_lines(present, comparison, chance, test_size)
     if best:
         when = "the untrained program" if best["epoch"] < 0 else f"epoch {best['epoch'] + 1}"
         lines += [f"Best checkpoint: `{Path(best['path']).name}` ({when}, {best['monitor']} = {best['value']:.3f}).", ""]
@@ -128,10 +371,33 @@ def write_report(out: Path, title: str, phases: dict[str, dict | None], *, test_
         for name, v in rows:
             lines.append(f"| {name} | {v['model']} | {v['calls']} | {v['cache_hits']} | {v['failures']} | "
                          f"{v['prompt_tokens']} | {v['completion_tokens']} | {v['cost']:.4f} |")
-    lines += ["", f"Wall time: {usage['wall_time_s']:.0f} s", "", "## Prompts", ""]
-    for module, variables in program.trainable_variables.items():
-        lines += [f"### {module}", "", f"Instructions: {variables['instructions'] or '(default)'}", "",
-                  f"Examples ({len(variables['examples'])}):", ""]
-        lines += [f"- `{json.dumps(e['input'])}` → `{json.dumps(e['output'])}`" for e in variables["examples"]]
+    source, variables = prompts if prompts else ("the program as evaluated", program.trainable_variables)
+    lines += ["", f"Wall time: {usage['wall_time_s']:.0f} s", "", "## Prompts", "", f"From {source}.", ""]
+    for module, values in variables.items():
+        lines += [f"### {module}", "", f"Instructions: {values['instructions'] or '(default)'}", "",
+                  f"Examples ({len(values['examples'])}):", ""]
+        lines += [f"- `{json.dumps(e['input'])}` → `{json.dumps(e['output'])}`" for e in values["examples"]]
         lines.append("")
     atomic_write_text(out / "report.md", "\n".join(lines))
+
+
+def saved_prompts(out: Path, best_path, evaluated: bool, training: bool) -> tuple[str, dict] | None:
+    """The prompts report.md shows, read from a saved program file, and where they come from: the
+    best checkpoint (evaluated by the trained runs, or the best so far when the run stopped before
+    them), else where training stopped (last.program.json), else the untrained program."""
+    from promptrl.program import read_state
+
+    candidates = []
+    if best_path:
+        candidates.append((Path(best_path), "the best checkpoint, which the trained runs evaluated" if evaluated
+                           else "the best checkpoint so far (the run stopped before the trained runs evaluated it)"))
+    if training:
+        candidates.append((out / "last.program.json", "where training stopped (not the best checkpoint, "
+                                                      "not evaluated on the test split)"))
+    candidates.append((out / "initial.program.json", "the untrained program" + ("" if training else ", as evaluated")))
+    for path, what in candidates:
+        if path.is_file():
+            state = read_state(path)
+            variables = {n["name"]: n["variables"] for n in state["nodes"] if n.get("variables") is not None}
+            return f"`{path.name}`: {what}", variables
+    return None

@@ -1,0 +1,156 @@
+"""+logger=mlflow: runs and sweeps on the scripted model, read back with MLflow's own client."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from promptrl.cli import app
+
+runner = CliRunner()
+SECRET = "sk-tracking-test-0123456789"
+SCRIPTED = ["language_model._target_=promptrl.testing.sentiment_student", "--no-progress"]
+TINY = ["+optimizer=random_few_shot", "nb_runs=2", "epochs=2", "batch_size=4", "dataset.train_size=8",
+        "dataset.val_size=4", "dataset.test_size=6"]
+needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
+                                  reason="MLflow is an optional extra: make install-mlflow")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project dir shared by the tests: creating an MLflow database takes seconds, once."""
+    return tmp_path_factory.mktemp("project")
+
+
+@pytest.fixture
+def client(project, monkeypatch):
+    """Runs start in `project`, with no MLFLOW_TRACKING_URI: the default store is project/outputs/mlflow.db."""
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'outputs' / 'mlflow.db'}")
+
+
+def train(run_dir, *args, exit_code=0):
+    result = runner.invoke(app, ["train", "+logger=mlflow", *TINY, *SCRIPTED, *args, f"hydra.run.dir={run_dir}"])
+    assert result.exit_code == exit_code, result.output
+    return result
+
+
+def run_of(client, run_dir):
+    return client.get_run(json.loads((run_dir / "mlflow_run.json").read_text())["run_id"])
+
+
+@needs_mlflow
+def test_a_run_is_logged_with_params_metrics_usage_and_files_and_no_secret(project, client, tmp_path):
+    run_dir = project / "run"
+    long_note = "a" * 7000  # over MLflow's 6000-character param limit: cut, not a crash
+    train(run_dir, f"+language_model.api_key={SECRET}", f"+logger.tags.note={long_note}")
+    assert (project / "outputs" / "mlflow.db").is_file()  # the default store, under the project's outputs/
+    run = run_of(client, run_dir)
+    assert client.get_experiment(run.info.experiment_id).name == "sentiment"  # experiment_name: ${task_name}
+    assert run.info.status == "FINISHED" and run.data.tags["promptrl.status"] == "ok"
+
+    params = run.data.params
+    assert params["dataset.train_size"] == "8" and params["optimizer._target_"] == "promptrl.optimizers.RandomFewShot"
+    assert params["language_model.api_key"] == "***"
+    assert len(params["logger.tags.note"]) <= 6000 and "truncated: 7000 characters" in params["logger.tags.note"]
+
+    history = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+               for key in ("val_reward", "reward")}
+    lines = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    assert history["val_reward"] == [(h["epoch"], h["val_reward"]) for h in lines]  # epochs 0 (untrained), 1, 2
+    assert [step for step, _ in history["reward"]] == [1, 2]
+
+    metrics = run.data.metrics
+    for phase in ("baseline", "final"):
+        result = json.loads((run_dir / f"{phase}.json").read_text())
+        assert metrics[f"{phase}_reward_mean"] == result["mean"]["reward"]
+        assert metrics[f"{phase}_reward_std"] == result["std"]["reward"]
+    usage = json.loads((run_dir / "usage.json").read_text())["language_models"]["program"]
+    assert metrics["lm_calls"] == metrics["usage/program/calls"] == usage["calls"] > 0
+    assert metrics["tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+    files = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert {"report.md", "config.yaml", "history.jsonl", "best.program.json", "last.program.json", "usage.json",
+            "final.json"} <= files
+    assert "reply_cache" not in files
+
+    # the secret is nowhere: params, tags, artifacts
+    assert not [v for v in [*params.values(), *run.data.tags.values()] if SECRET in v]
+    local = client.download_artifacts(run.info.run_id, "", str(tmp_path / "artifacts"))
+    leaked = [p for p in map(str, _files(local)) if SECRET.encode() in open(p, "rb").read()]
+    assert not leaked
+
+
+def _files(root):
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            yield os.path.join(dirpath, name)
+
+
+@needs_mlflow
+def test_a_failed_run_ends_failed_with_its_reason_and_files(project, client):
+    run_dir = project / "failed"
+    train(run_dir, "dataset.test_size=100000", exit_code=1)
+    run = run_of(client, run_dir)
+    assert run.info.status == "FAILED" and run.data.tags["promptrl.status"] == "failed"
+    assert "lower the sizes" in run.data.tags["promptrl.reason"]
+    assert "status.json" in {f.path for f in client.list_artifacts(run.info.run_id)}
+
+
+@needs_mlflow
+def test_resume_logs_into_the_same_run_without_repeating_epochs(project, client):
+    run_dir = project / "resumed"
+    train(run_dir, "budget.max_calls=25", "budget.reserve_final=false")  # stops in the middle of training
+    first = run_of(client, run_dir)
+    assert first.data.tags["promptrl.status"] == "budget_reached"
+    result = runner.invoke(app, ["train", "--resume", str(run_dir), "budget.max_calls=null"])
+    assert result.exit_code == 0, result.output
+    run = run_of(client, run_dir)
+    assert run.info.run_id == first.info.run_id and run.info.status == "FINISHED"
+    assert run.data.tags["promptrl.status"] == "ok" and "final_reward_mean" in run.data.metrics
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_reward")]
+    assert steps == [0, 1, 2]
+
+
+@needs_mlflow
+def test_sweep_jobs_nest_under_one_parent_run(project, client):
+    sweep_dir = project / "sweep"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    cmd = [sys.executable, "-m", "promptrl.cli", "train", "+logger=mlflow", "logger.experiment_name=sweep", *TINY,
+           "optimizer.k=1,2", *SCRIPTED, f"hydra.sweep.dir={sweep_dir}", "-m"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=project,
+                          env={**env, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    experiment = client.get_experiment_by_name("sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert json.loads((sweep_dir / "mlflow_run.json").read_text())["run_id"] == parent.info.run_id
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert sorted(r.data.params["optimizer.k"] for r in children) == ["1", "2"]
+    assert all(r.info.status == "FINISHED" and "final_reward_mean" in r.data.metrics for r in children)
+    assert parent.info.status == "FINISHED"
+    assert "sweep_report.md" in {f.path for f in client.list_artifacts(parent.info.run_id)}
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_missing_mlflow_is_one_line_naming_the_install(tmp_path, monkeypatch, sweep):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` fails, as when it is not installed
+    monkeypatch.chdir(tmp_path)  # were it to run anyway, its store would not land in the checkout's outputs/
+    extra = ["optimizer.k=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}", "-m"] if sweep else []
+    result = runner.invoke(app, ["train", "+logger=mlflow", *TINY, *SCRIPTED, *extra,
+                                 f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.strip().splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "make install-mlflow" in errors[0], result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run" / "baseline.json").exists() and not (tmp_path / "sweep" / "0").exists()
