@@ -15,6 +15,7 @@ from promptrl import plots
 from promptrl.errors import UserError
 from promptrl.experiment.status import read_status
 from promptrl.io import atomic_write_text
+from promptrl.report_html import write_html
 from promptrl.secrets import collect_from_overrides, scrub_config
 
 REPORT_CSV, REPORT_MD, REPORT_PNG = "sweep_report.csv", "sweep_report.md", "sweep_report.png"
@@ -142,6 +143,7 @@ def write_report(sweep_dir) -> list[dict]:
               "the test reward is for reporting the chosen arm, not for choosing: picking the best of several "
               "test scores overstates it.", "", f"![sweep]({REPORT_PNG})", ""]
     atomic_write_text(sweep_dir / REPORT_MD, "\n".join(lines))
+    write_html(sweep_dir / REPORT_MD)  # after the plot: it inlines sweep_report.png
     return rows
 
 

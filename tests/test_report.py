@@ -105,14 +105,22 @@ def test_one_run_shows_no_spread_and_failures_are_rates(tmp_path):
     assert "From the program as evaluated." in report and '"live"' in report
 
 
-def test_program_section_goes_before_the_result(tmp_path):
-    write_report(tmp_path, "t", {"baseline": None}, test_size=1, usage=USAGE, program=FakeProgram(), status="ok",
-                 setup={"command": "promptrl train", "dataset": {"name": "d", "test": 1}, "program": "p",
-                        "reward": {"name": "exact_match", "spec": "ExactMatch()"}, "nb_runs": 1},
-                 program_section=["![program](program.png)"])
+def test_program_picture_and_html_report_come_with_every_run(train_run):
+    report = (train_run / "report.md").read_text()
+    assert report.index("## Setup") < report.index("## Program") < report.index("![Program](program.png)") \
+        < report.index("```mermaid") < report.index("## Result")
+    assert (train_run / "program.png").stat().st_size > 0 and (train_run / "report.html").stat().st_size > 0
+    # the picture shows the state of the checkpoint whose prompts the report shows (3 few-shot examples)
+    best = json.loads((train_run / "best.program.json").read_text())
+    examples = {n["name"]: len(n["variables"]["examples"]) for n in best["nodes"] if n.get("variables")}
+    mermaid = report.split("```mermaid")[1].split("```")[0]
+    assert f"{examples['answer']} examples" in mermaid and "flowchart" in mermaid
+
+
+def test_a_program_that_cannot_be_drawn_costs_one_line_not_the_report(tmp_path):
+    write_report(tmp_path, "t", {"baseline": None}, test_size=1, usage=USAGE, program=FakeProgram(), status="ok")
     report = (tmp_path / "report.md").read_text()
-    assert report.index("## Setup") < report.index("## Program") < report.index("![program](program.png)") \
-        < report.index("## Result")
+    assert "the program's picture could not be drawn" in report and "## Prompts" in report
 
 
 # ----------------------------------------------------------------------------- chance level

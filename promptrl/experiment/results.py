@@ -16,6 +16,7 @@ from pathlib import Path
 
 from promptrl.io import atomic_write_text
 from promptrl.plots import failure_rate_text
+from promptrl.report_html import write_html
 
 
 def aggregate(phase: str, runs: list[dict], seeds: list[int], rewards: list[list[float | None]]) -> dict:
@@ -334,15 +335,17 @@ def _result_lines(present: dict, comparison, chance, test_size: int) -> list[str
 
 def write_report(out: Path, title: str, phases: dict[str, dict | None], *, test_size: int, comparison=None,
                  history=(), best=None, usage: dict, program, status: str, notes=(), reason: str = "",
-                 setup: dict | None = None, chance: dict | None = None, prompts: tuple[str, dict] | None = None,
-                 program_section: list[str] = ()) -> None:
+                 setup: dict | None = None, chance: dict | None = None,
+                 prompts: tuple[str, dict] | None = None) -> None:
     """report.md: first what a reviewer asks (status, command, data, program, reward, optimizer),
     then the result with its paired CI, failed predictions and chance level, the plots, the
     history, the LM usage and the learned prompts.
 
     `prompts` is (where they come from, {module: variables}) - the prompts of a saved file, so the
-    report never shows prompts no checkpoint holds; default: the program's own."""
+    report never shows prompts no checkpoint holds; default: the program's own. The program's
+    picture (program.png and a Mermaid block) shows the same state. report.html is written beside it."""
     present = {label: r for label, r in phases.items() if r}
+    program_section = _program_section(out, program, prompts[1] if prompts else None)
     lines = [f"# {title}", "", f"Status: **{status}**" + (f" - {reason}" if reason else ""), *notes, ""]
     if setup:
         lines += _setup_lines(setup, phases, best, program_section)
@@ -379,6 +382,27 @@ def write_report(out: Path, title: str, phases: dict[str, dict | None], *, test_
         lines += [f"- `{json.dumps(e['input'])}` → `{json.dumps(e['output'])}`" for e in values["examples"]]
         lines.append("")
     atomic_write_text(out / "report.md", "\n".join(lines))
+    write_html(out / "report.md")
+
+
+def _program_section(out: Path, program, variables: dict | None) -> list[str]:
+    """program.png and the graph as Mermaid, drawn with `variables` (the saved prompts the report
+    shows) as the trainable state. A picture that cannot be drawn costs the report one line, not the run."""
+    from promptrl.program_picture import mermaid, write_program_png
+
+    try:
+        current = program.trainable_variables
+        if variables:
+            program.set_trainable_variables(variables)
+        try:
+            write_program_png(program, out / "program.png")
+            graph = mermaid(program)
+        finally:
+            if variables:
+                program.set_trainable_variables(current)
+    except Exception as error:  # noqa: BLE001 - the numbers matter more than the picture
+        return [f"(the program's picture could not be drawn: {type(error).__name__}: {error})"]
+    return ["![Program](program.png)", "", "```mermaid", graph.rstrip("\n"), "```"]
 
 
 def saved_prompts(out: Path, best_path, evaluated: bool, training: bool) -> tuple[str, dict] | None:
