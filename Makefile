@@ -32,7 +32,7 @@ install-text: install  ## add the text-generation metrics (metrics=text: rouge-s
 install-mlflow: install  ## add MLflow for +logger=mlflow and `make mlflow-ui` (~500 MB; make install includes it)
 	$(BIN)/pip install -c constraints.txt -e ".[mlflow]"
 
-mlflow-ui: install-mlflow  ## browse the runs logged with +logger=mlflow: http://127.0.0.1:5000
+mlflow-ui: install  ## browse the runs logged with +logger=mlflow: http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db
 
 install-browser:  ## Debian's Chromium, for the test that opens report.html headless (driven over DevTools)

@@ -7,6 +7,8 @@
 # It writes its program picture, plots and checkpoint to examples/training_programs/ (the seed's FOLDER)
 # under the working directory. As in Synalinks, `program.load(...)` returns a new program (a classmethod)
 # and the script drops it: its final runs score the program as fit left it (not necessarily the best).
+# Also as in Synalinks, it validates on the test split (`validation_data=(x_test, y_test)`), so its checkpoint
+# is chosen on test data: `promptrl train` never does that (validation comes from the train pool).
 import asyncio
 import os
 

@@ -255,6 +255,10 @@ def _print_usage(usage: dict) -> None:
     typer.echo(f"wall time: {usage['wall_time_s']:.0f} s")
 
 
+def _table_title(cfg) -> str:
+    return f"{cfg.task_name}: " + ("one run (no spread)" if cfg.nb_runs == 1 else f"mean ± std over {cfg.nb_runs} runs")
+
+
 def _print_table(title: str, results: dict[str, dict | None]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -304,7 +308,7 @@ def train(
             typer.echo(f"plan: {output_dir / 'plan.json'}")
             return None
         result = run_train(cfg, output_dir, progress=progress, log=log.info)
-        _print_table(f"{cfg.task_name}: mean ± std over {cfg.nb_runs} runs",
+        _print_table(_table_title(cfg),
                      {"baseline": result["baseline"], "trained": result["final"]})
         c = result["comparison"]
         if c and c["examples"]:
@@ -391,7 +395,7 @@ def evaluate(
 
     def task(cfg, output_dir: Path, overrides: list[str]) -> None:
         result = run_evaluate(cfg, output_dir, progress=progress, log=log.info, override_language_model=override_lm)
-        _print_table(f"{cfg.task_name}: mean ± std over {cfg.nb_runs} runs", {"evaluation": result["evaluation"]})
+        _print_table(_table_title(cfg), {"evaluation": result["evaluation"]})
         _print_usage(result["usage"])
         typer.echo(f"run dir: {output_dir}")
 

@@ -107,7 +107,7 @@ class Rouge(Reward):
     def __init__(self, rouge_type: str = "rougeL", use_stemmer: bool = False, in_mask=None, out_mask=None,
                  name: str | None = None):
         if not isinstance(rouge_type, str) or not re.fullmatch(r"rouge[1-9]|rougeL|rougeLsum", rouge_type):
-            raise UserError(f"Rouge: rouge_type={rouge_type!r} is not valid; use rouge1, rouge2, rougeL or rougeLsum")
+            raise UserError(f"Rouge: rouge_type={rouge_type!r} is not valid; use rouge1 .. rouge9, rougeL or rougeLsum")
         # rouge1 -> rouge_1, rougeL -> rouge_l: the names in conf/metrics/text.yaml
         super().__init__(in_mask, out_mask, name or re.sub(r"^rouge(\w)", r"rouge_\1", rouge_type).lower())
         self.rouge_type, self.use_stemmer = rouge_type, bool(use_stemmer)
@@ -165,9 +165,13 @@ class Bleu(CorpusMetric):
             self._corpus_bleu = sacrebleu.BLEU(**settings)
             self._sentence_bleu = sacrebleu.BLEU(**settings, effective_order=True)
         except (KeyError, AssertionError, ValueError, ImportError) as error:  # sacrebleu's ways to refuse an option
-            raise UserError(f"Bleu: sacrebleu refuses tokenize={tokenize!r} or smooth_method={smooth_method!r} "
-                            f"({error}); tokenize is one of 13a, intl, char, none, zh, ..., smooth_method one of "
-                            "exp, floor, add-k, none") from None
+            from sacrebleu.metrics.bleu import BLEU
+
+            if smooth_method not in BLEU.SMOOTH_DEFAULTS:
+                raise UserError(f"Bleu: smooth_method={smooth_method!r} is not valid; use one of "
+                                f"{', '.join(BLEU.SMOOTH_DEFAULTS)}") from None
+            raise UserError(f"Bleu: sacrebleu refuses tokenize={tokenize!r} ({error}); use one of 13a, intl, char, "
+                            "none, zh, ...") from None
 
     def corpus(self, pairs: list[tuple[str, str]]) -> float:
         hypotheses = [pred for _, pred in pairs]

@@ -161,11 +161,11 @@ def _examples(result: dict) -> int | None:
     return len(rewards[0]) if rewards and rewards[0] is not None else None
 
 
-def failure_rate_text(result: dict) -> str | None:
-    """"10.5 of 12 per run (88%)": failed predictions (no valid output, scored 0) as a rate with
-    its denominator; None when the results do not count failures."""
+def failure_rate_text(result: dict, key: str = "failures") -> str | None:
+    """"10.5 of 12 per run (88%)": failed predictions (no valid output, scored 0; or `key`, e.g.
+    infra_failures) as a rate with its denominator; None when the results do not count them."""
     mean, _, _ = _mean_std(result)
-    failures = mean.get("failures", math.nan)
+    failures = mean.get(key, math.nan)
     if not math.isfinite(failures):
         return None
     examples = _examples(result)

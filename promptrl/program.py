@@ -134,21 +134,21 @@ class Program:
         if clash:
             raise UserError(f"metric name(s) {clash} clash with another metric or a log key "
                             f"({', '.join(RESERVED_LOG_KEYS)}); give each metric a unique name=")
-        for scorer in ([reward] if reward else []) + list(metrics or []):
-            self._check_mask(scorer)
+        for scorer, key in ([(reward, "reward")] if reward else []) + [(m, f"metrics.{m.name}") for m in metrics or []]:
+            self._check_mask(scorer, key)
         self.reward = reward
         self.optimizer = optimizer
         self.metrics = list(metrics or [])
         if optimizer is not None:
             optimizer.attach(self)
 
-    def _check_mask(self, scorer) -> None:
+    def _check_mask(self, scorer, key: str) -> None:
         """A mask naming a field the program does not output would score nothing (silently 0 or 1)."""
         fields = self.output_data_model.model_fields
         unknown = [f for f in (scorer.in_mask or []) + (scorer.out_mask or []) if f not in fields]
         if unknown:
             raise UserError(f"{scorer.name}: mask field '{unknown[0]}' is not an output of program '{self.name}' "
-                            f"(outputs: {', '.join(fields)}); fix in_mask/out_mask, e.g. reward.in_mask=[{next(iter(fields))}]")
+                            f"(outputs: {', '.join(fields)}); fix in_mask/out_mask, e.g. {key}.in_mask=[{next(iter(fields))}]")
 
     async def fit(self, x, y, validation_data=None, epochs: int = 1, batch_size: int = 8, callbacks=None, seed=0,
                   validate_initial: bool = False):

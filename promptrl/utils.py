@@ -10,7 +10,7 @@
 Same arguments and default file names as Synalinks (`to_file`, `to_folder`, `title`); each returns
 the Path it wrote. The drawing is promptrl's (`promptrl.plots`, `promptrl.program_picture`), so
 Synalinks' styling arguments (xlabel, ylabel, grid, show_values, rankdir, dpi, ...) are not taken:
-promptrl always writes the mean ± std on the bars and draws the program top-down.
+promptrl writes the mean (± std when there are several runs) on the bars and draws the program top-down.
 """
 
 from __future__ import annotations

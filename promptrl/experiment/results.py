@@ -218,21 +218,10 @@ def format_cell(result: dict | None, key: str) -> str:
     if not result or key not in result["mean"]:
         return "-"
     if key in ("failures", "infra_failures"):  # counts: a rate of the test examples, not a score
-        return _rate(result, key) or "-"
+        return failure_rate_text(result, key) or "-"
     if result["nb_runs"] < 2:  # no spread from a single run (not a spread of zero)
         return f"{result['mean'][key]:.3f}"
     return f"{result['mean'][key]:.3f} ± {result['std'][key]:.3f}"
-
-
-def _rate(result: dict, key: str) -> str | None:
-    if key == "failures":
-        return failure_rate_text(result)
-    count = result["mean"].get(key)
-    examples = len(result["rewards"][0]) if result.get("rewards") else None
-    if count is None:
-        return None
-    n = f"{count:.0f}" if float(count).is_integer() else f"{count:.1f}"
-    return f"{n} of {examples} per run ({count / examples:.0%})" if examples else f"{n} per run"
 
 
 def _setup_lines(setup: dict, phases: dict, best, program_section) -> list[str]:
@@ -316,11 +305,11 @@ def _result_lines(present: dict, comparison, chance, test_size: int) -> list[str
     else:
         lines += ["**Chance**: no chance line (the reward is not an exact match on one output field with fixed "
                   "choices or few distinct labels).", ""]
-    failures = [f"{label} {_rate(r, 'failures')}" for label, r in present.items() if "failures" in r["mean"]]
+    failures = [f"{label} {failure_rate_text(r)}" for label, r in present.items() if "failures" in r["mean"]]
     if failures:
         lines += ["**Failed predictions** (no valid output, e.g. cut at max_tokens; scored 0): "
                   + "; ".join(failures) + ".", ""]
-    infra = [f"{label} {_rate(r, 'infra_failures')}" for label, r in present.items()
+    infra = [f"{label} {failure_rate_text(r, 'infra_failures')}" for label, r in present.items()
              if r["mean"].get("infra_failures")]
     if infra:
         lines += ["**No answer from the provider** (left out of the scores): " + "; ".join(infra) + ".", ""]
