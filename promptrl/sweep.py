@@ -44,7 +44,9 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def job_row(job: Path) -> dict:
-    """Everything the report says about one job, from its files."""
+    """Everything the report says about one job, from its files (its numbers: `run_summary`, as MLflow logs them)."""
+    from promptrl.experiment.results import run_summary
+
     overrides_file = job / "overrides.yaml"
     overrides = _parse_overrides(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else {}
     baseline, final = _read_json(job / "baseline.json"), _read_json(job / "final.json")
@@ -60,21 +62,12 @@ def job_row(job: Path) -> dict:
         status, error = "incomplete", "no baseline.json (stopped or still running)"
     else:
         status, error = "ok", ""
-    row = {"job": int(job.name), "overrides": overrides, "status": status, "error": error,
-           "trained": final is not None, "nb_runs": (final or baseline or evaluation or {}).get("nb_runs")}
-    # A job without an optimizer is its own "final" program: the untrained one.
-    for phase, result in (("baseline", baseline), ("final", final or baseline or evaluation)):
-        for key, value in (result or {}).get("mean", {}).items():
-            row[f"{phase}_{key}_mean"] = value
-            row[f"{phase}_{key}_std"] = result["std"][key]
     history = [json.loads(line) for line in (job / "history.jsonl").read_text().splitlines() if line.strip()] \
         if (job / "history.jsonl").is_file() else []
-    row["best_val_reward"] = max((h["val_reward"] for h in history if "val_reward" in h), default=None)
-    lms = usage.get("language_models", {}).values()
-    row["lm_calls"] = sum(u["calls"] for u in lms) if lms else None
-    row["tokens"] = sum(u["prompt_tokens"] + u["completion_tokens"] for u in lms) if lms else None
-    row["cost_usd"] = round(sum(u["cost"] for u in lms), 6) if lms else None
-    row["wall_time_s"] = usage.get("wall_time_s")
+    row = {"job": int(job.name), "overrides": overrides, "status": status, "error": error,
+           "trained": final is not None, "nb_runs": (final or baseline or evaluation or {}).get("nb_runs")}
+    row.update(run_summary({"baseline": baseline, "final": final, "evaluation": evaluation}, status=status,
+                           comparison=_read_json(job / "comparison.json"), usage=usage, history=history))
     return row
 
 
@@ -193,13 +186,32 @@ class SweepReportCallback(_HydraCallback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         global LAST_REPORT
+        from promptrl.report_html import html_path_for
+
         sweep_dir = Path(config.hydra.sweep.dir)
-        redact_multirun_yaml(sweep_dir / "multirun.yaml")
-        if sweep_dir.is_dir() and job_dirs(sweep_dir):
-            LAST_REPORT = (sweep_dir, write_report(sweep_dir))
-            print(f"sweep report: {sweep_dir / REPORT_MD}")
-        if getattr(self, "tracker", None) is not None:  # +logger=mlflow: close the sweep's run with the report
-            failed = [r for r in (LAST_REPORT or (None, []))[1] if r["status"] != "ok"]
-            self.tracker.end("failed" if failed or LAST_REPORT is None else "ok",
-                             f"{len(failed)} jobs failed" if failed else "",
-                             files=[sweep_dir / name for name in (REPORT_CSV, REPORT_MD, REPORT_PNG)])
+        tracker = getattr(self, "tracker", None)
+        rows, error = None, None
+        try:
+            redact_multirun_yaml(sweep_dir / "multirun.yaml")
+            if sweep_dir.is_dir() and job_dirs(sweep_dir):
+                rows = write_report(sweep_dir)
+                LAST_REPORT = (sweep_dir, rows)
+                print(f"sweep report: {sweep_dir / REPORT_MD}")
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:  # +logger=mlflow: the sweep's run never stays RUNNING, whatever failed above
+            if tracker is not None:
+                files = [sweep_dir / name for name in (REPORT_CSV, REPORT_MD, REPORT_PNG)]
+                tracker.end(*self.ending(rows, error), files=[*files, html_path_for(sweep_dir / REPORT_MD)])
+
+    @staticmethod
+    def ending(rows: list[dict] | None, error: BaseException | None) -> tuple[str, str]:
+        """(status, reason) of the sweep's tracked run: failed when a job failed or was interrupted
+        (a job stopped by its budget ended as asked), or when no report could be written."""
+        if error is not None:
+            return "failed", f"sweep report not written: {type(error).__name__}: {error}"
+        if not rows:
+            return "failed", "no job ran"
+        failed = [r for r in rows if r["status"] in ("failed", "interrupted")]
+        return ("failed", f"{len(failed)} of {len(rows)} jobs failed or were interrupted") if failed else ("ok", "")

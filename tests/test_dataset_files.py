@@ -127,6 +127,16 @@ def test_a_json_array_of_non_objects_is_one_line(tmp_path):
     message = one_line_error(lambda: load("jsonl", tmp_path / "a.json", tmp_path / "a.json",
                                           **QA))
     assert "a.json example 2" in message and "not a JSON object" in message
+    # one object holding the rows under another key: not read as a one-line JSONL file
+    (tmp_path / "b.json").write_text(json.dumps({"data": [{"question": "q", "answer": "a"}]}, indent=2))
+    message = one_line_error(lambda: load("jsonl", tmp_path / "b.json", **QA))
+    assert "b.json: a JSON object without an 'examples' list (its keys: data)" in message
+    assert '{"examples": [{...}, ...]}' in message and "not valid JSON" not in message
+    (tmp_path / "c.json").write_text(json.dumps({"data": [{"question": "q", "answer": "a"}]}))  # on one line too
+    assert "without an 'examples' list" in one_line_error(lambda: load("jsonl", tmp_path / "c.json", **QA))
+    # a one-line JSONL file is still one row
+    (tmp_path / "d.json").write_text('{"question": "q", "answer": "a"}\n')
+    assert load("jsonl", tmp_path / "d.json", tmp_path / "d.json", **QA).y_train[0].answer == "a"
 
 
 # ---- bad rows: one line naming file, row and field --------------------------------------------------------------
@@ -137,8 +147,9 @@ def test_a_csv_empty_cell_for_a_required_field_is_one_line_naming_file_row_and_f
     rows[3]["priority"] = ""
     train = write_csv(tmp_path / "tickets.csv", rows)
     message = one_line_error(lambda: load("csv", train, train))
-    assert "tickets.csv row 3" in message and "missing field 'priority'" in message and "Triage" in message
-    assert "1 more bad row: 4" in message
+    # numbered as a spreadsheet shows them: the header is row 1, the third example row 4
+    assert "tickets.csv row 4 (the header is row 1)" in message and "missing field 'priority'" in message
+    assert "Triage" in message and "1 more bad row: 5" in message
 
 
 def test_a_bad_value_names_file_row_field_and_value(tmp_path):
@@ -152,13 +163,34 @@ def test_a_bad_value_names_file_row_field_and_value(tmp_path):
     assert "t.jsonl line 2" in message and "field 'label'" in message
     write_csv(tmp_path / "r.csv", rows, rename={"label": "kind"})
     message = one_line_error(lambda: load("csv", tmp_path / "r.csv", tmp_path / "r.csv", columns={"kind": "label"}))
-    assert "r.csv row 2" in message and "field 'label' (column 'kind')" in message
+    assert "r.csv row 3 (the header is row 1)" in message and "field 'label' (column 'kind')" in message
 
 
 def test_a_missing_column_is_one_error_for_the_file(tmp_path):
     train = write_csv(tmp_path / "t.csv", [{k: v for k, v in r.items() if k != "urgent"} for r in ROWS])
     message = one_line_error(lambda: load("csv", train, train))
     assert "t.csv: no column for field 'urgent'" in message and "text, tags" in message and "dataset.columns" in message
+
+
+def test_a_csv_with_another_separator_names_dataset_sep(tmp_path):
+    (tmp_path / "semi.csv").write_text("question;answer\n2+2?;4\n3+3?;6\n")
+    message = one_line_error(lambda: load("csv", tmp_path / "semi.csv", **QA))
+    assert "semi.csv: no column for field 'question'" in message and "use dataset.sep=';'" in message
+    assert "dataset.columns" not in message
+    (tmp_path / "pipe.csv").write_text("question|answer\n2+2?|4\n3+3?|6\n")
+    assert "use dataset.sep='|'" in one_line_error(lambda: load("csv", tmp_path / "pipe.csv", **QA))
+    (tmp_path / "tab.csv").write_text("question\tanswer\n2+2?\t4\n3+3?\t6\n")
+    assert "tab-separated: name it .tsv" in one_line_error(lambda: load("csv", tmp_path / "tab.csv", **QA))
+    (tmp_path / "other.csv").write_text("prompt,answer\nq,a\n")  # another column name: rename it
+    assert "dataset.columns='{COLUMN: question}'" in one_line_error(lambda: load("csv", tmp_path / "other.csv", **QA))
+
+
+def test_an_empty_file_says_it_has_no_rows(tmp_path):
+    for name, text in [("empty.csv", ""), ("header.csv", "question,answer\n"), ("empty.jsonl", "\n")]:
+        (tmp_path / name).write_text(text)
+        message = one_line_error(lambda: load("jsonl", tmp_path / name, **QA))
+        assert f"dataset.train_path: {tmp_path / name} has no" in message and "add examples" in message, name
+        assert "hold out" not in message
 
 
 def test_file_and_format_problems_are_one_line(tmp_path, monkeypatch):
@@ -227,6 +259,23 @@ def test_describe_source_tells_data_apart_but_not_paths_to_the_same_file(tmp_pat
     assert describe_source({**bbh, "task": "snarks"}) != describe_source(bbh)
 
 
+def test_a_checkpoint_keeps_the_keys_that_pick_its_test_examples():
+    from promptrl.datasets import adopt_split_keys
+
+    saved = {"name": "csv", "train_path": "a/qa.csv", "test_path": None, "test_pool": 0.1, "pool_seed": 0}
+    assert adopt_split_keys(saved, {**saved, "test_pool": 0.2}, given=set()) == {"test_pool": 0.1}
+    assert adopt_split_keys(saved, {**saved, "train_path": "b/qa.csv", "test_size": 5}, given=set()) == {}
+    assert "dataset.pool_seed=2 differs" in one_line_error(
+        lambda: adopt_split_keys(saved, {**saved, "pool_seed": 2}, given={"pool_seed"}))
+    # a test file, or other data: nothing held out to keep
+    assert adopt_split_keys({**saved, "test_path": "t.csv"}, {**saved, "test_path": "t.csv", "test_pool": 0.5},
+                            given={"test_pool"}) == {}
+    assert adopt_split_keys(saved, {**saved, "train_path": "other.csv", "test_pool": 0.5}, given={"test_pool"}) == {}
+    # a generated dataset follows the run's seed (seed: ${seed}): it is generated as in training
+    assert adopt_split_keys({"name": "sentiment", "seed": 0}, {"name": "sentiment", "seed": 5}, given=set()) == \
+        {"seed": 0}
+
+
 # ---- the CLI end to end ---------------------------------------------------------------------------------------
 
 SCRIPTED = ["language_model._target_=promptrl.testing.sentiment_student", "--no-progress"]
@@ -265,8 +314,70 @@ def test_cli_trains_on_a_csv_file_split_by_test_size_and_evaluates_its_checkpoin
 
     assert "was trained on dataset" not in evaluate("same")
     other = reviews_csv(tmp_path / "other.csv", offset=1)
-    assert "trained on dataset 'csv train_path=reviews.csv', evaluated on 'csv train_path=other.csv'" in \
-        evaluate("other", f"dataset.train_path={other}")
+    assert "trained on dataset 'csv train_path=reviews.csv columns={review: text, label: answer}', evaluated on " \
+           "'csv train_path=other.csv columns=" in evaluate("other", f"dataset.train_path={other}")
+
+
+REVIEWS = ["dataset=csv", "dataset.columns={review: text, label: answer}",
+           "dataset.input_data_model=promptrl.datasets.synthetic:Review",
+           "dataset.output_data_model=promptrl.datasets.synthetic:Sentiment"]
+
+
+def inputs(run_dir, phase) -> set[str]:
+    return {json.loads(line)["input"]["text"] for line in (run_dir / f"{phase}_predictions.jsonl").open()}
+
+
+def train_on_reviews(tmp_path, *args):
+    data = reviews_csv(tmp_path / "reviews.csv")
+    result = CliRunner().invoke(app, ["train", "+optimizer=random_few_shot", *REVIEWS, f"dataset.train_path={data}",
+                                      "dataset.train_size=8", "dataset.val_size=4", "nb_runs=1", "epochs=1",
+                                      "batch_size=4", *args, *SCRIPTED, f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.exit_code == 0, result.output
+    return data, tmp_path / "run" / "best.program.json"
+
+
+def evaluate_reviews(tmp_path, out, data, checkpoint, *args):
+    return CliRunner().invoke(app, ["evaluate", "--runs", "1", "--checkpoint", str(checkpoint), *REVIEWS,
+                                    f"dataset.train_path={data}", *args, *SCRIPTED, f"hydra.run.dir={tmp_path / out}"])
+
+
+def test_cli_evaluate_tests_a_checkpoint_on_the_test_pool_it_held_out(tmp_path):
+    data, checkpoint = train_on_reviews(tmp_path, "dataset.test_pool=0.1")  # 6 of 60 held out
+    held_out = inputs(tmp_path / "run", "final")
+    assert len(held_out) == 6
+    # the config's default test_pool (0.2) would hold out 12, six of them trained on: the checkpoint's is used
+    result = evaluate_reviews(tmp_path, "eval", data, checkpoint)
+    assert result.exit_code == 0, result.output
+    assert inputs(tmp_path / "eval", "evaluation") == held_out
+    assert "Test split held out as in training: dataset.test_pool=0.1 (the checkpoint's)" in \
+        (tmp_path / "eval" / "report.md").read_text()
+    # asked for on the command line: refused in one line, naming the key and the fix
+    for key, value in (("test_pool", "0.5"), ("pool_seed", "1")):
+        result = evaluate_reviews(tmp_path, f"eval_{key}", data, checkpoint, f"dataset.{key}={value}")
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 1 and len(errors) == 1, result.output
+        assert f"dataset.{key}={value} differs from the checkpoint's" in errors[0]
+        assert f"leave dataset.{key} out" in errors[0]
+    # another test file: no held-out pool to keep, any test_pool is fine
+    result = evaluate_reviews(tmp_path, "eval_file", data, checkpoint, f"dataset.test_path={data}",
+                              "dataset.test_pool=0.5", "dataset.val_size=0")
+    assert result.exit_code == 0, result.output
+
+
+def test_cli_evaluate_warns_when_the_files_examples_changed_since_training(tmp_path):
+    data, checkpoint = train_on_reviews(tmp_path)
+    result = evaluate_reviews(tmp_path, "same", data, checkpoint)
+    assert result.exit_code == 0 and "Warning" not in (tmp_path / "same" / "report.md").read_text()
+    with open(data, "a", encoding="utf-8") as f:  # rows appended: the same test_pool holds out other examples
+        f.write("A new review.,positive\nAnother one.,negative\n")
+    result = evaluate_reviews(tmp_path, "appended", data, checkpoint)
+    assert result.exit_code == 0, result.output
+    assert "Warning: the checkpoint was trained on other examples of dataset 'csv train_path=reviews.csv" in \
+        (tmp_path / "appended" / "report.md").read_text()
+    (tmp_path / "elsewhere").mkdir()  # another train file of the same name
+    other = reviews_csv(tmp_path / "elsewhere" / "reviews.csv", offset=3)
+    result = evaluate_reviews(tmp_path, "elsewhere", other, checkpoint)
+    assert "trained on other examples" in (tmp_path / "elsewhere" / "report.md").read_text()
 
 
 def cli_error(tmp_path, *args) -> str:
@@ -280,12 +391,12 @@ def cli_error(tmp_path, *args) -> str:
 def test_cli_a_bad_csv_row_is_one_error_line(tmp_path):
     data = tmp_path / "qa.csv"
     data.write_text("question,answer\nq1,a1\nq2,\nq3,a3\n")
-    assert "qa.csv row 2: missing field 'answer'" in cli_error(tmp_path, f"dataset.train_path={data}")
+    assert "qa.csv row 3 (the header is row 1): missing field 'answer'" in cli_error(tmp_path, f"dataset.train_path={data}")
     # data models given on the command line replace the default ones (question -> answer), not extend them
     data.write_text("text,answer\nt1,1\nt2,x\n")
     error = cli_error(tmp_path, f"dataset.train_path={data}", "dataset.input_data_model={fields: {text: str}}",
                       "dataset.output_data_model={fields: {answer: int}}")
-    assert "qa.csv row 2: field 'answer': Input should be a valid integer" in error
+    assert "qa.csv row 3 (the header is row 1): field 'answer': Input should be a valid integer" in error
 
 
 # ---- Hugging Face datasets, offline --------------------------------------------------------------------------

@@ -272,7 +272,7 @@ def test_jsonl_invalid_value_is_a_user_error_naming_the_line(tmp_path):
 
 
 def test_jsonl_missing_file_and_bad_spec_are_user_errors(tmp_path):
-    write_jsonl(tmp_path / "train.jsonl", [])
+    write_jsonl(tmp_path / "train.jsonl", [{"text": "t", "label": "bug", "priority": 1}])
     with pytest.raises(UserError, match="not found"):
         datasets.load("jsonl", train_path=str(tmp_path / "train.jsonl"), test_path=str(tmp_path / "nope.jsonl"),
                       input_data_model=INPUT_SPEC, output_data_model=OUTPUT_SPEC)
@@ -332,6 +332,33 @@ def test_bbh_splits_are_disjoint_keep_targets_verbatim_and_fix_the_test_pool(tmp
     assert yes_no.output_data_model.model_fields["answer"].description.endswith("exactly one of Yes")
 
 
+def test_bbh_test_pools_never_move(tmp_path):
+    # Recorded benchmarks depend on which examples each BBH task holds out: these ids were computed with
+    # the loader before it shared hold_out and the JSON reader with the file loaders.
+    examples = [{"input": f"q{i}", "target": "(A)" if i % 3 else "(B)"} for i in range(37)]
+    (tmp_path / "pin.json").write_text(json.dumps({"canary": "x", "examples": examples}))
+    expected = {
+        (10, 0): ([0, 19, 14, 21, 22, 17, 34, 30, 7, 5],
+                  [10, 13, 36, 1, 28, 23, 8, 3, 20, 27, 4, 33, 6, 18, 11, 15, 9, 35, 25, 29, 12, 31, 32, 16, 2, 26, 24]),
+        (10, 3): ([5, 9, 16, 3, 11, 18, 32, 14, 13, 1],
+                  [29, 33, 28, 2, 10, 24, 31, 12, 21, 20, 25, 27, 22, 6, 7, 17, 35, 36, 26, 0, 19, 4, 30, 23, 8, 34, 15]),
+        (36, 7): ([5, 19, 14, 8, 32, 36, 27, 12, 26, 30, 0, 35, 29, 10, 15, 33, 34, 22, 17, 21, 7, 24, 23, 13, 2, 28,
+                   31, 16, 1, 18, 11, 6, 4, 3, 25, 9], [20]),
+    }
+    for (test_pool, pool_seed), (test_ids, train_ids) in expected.items():
+        ds = datasets.load("bbh", task="pin", path=str(tmp_path), test_pool=test_pool, pool_seed=pool_seed)
+        assert [int(x.question[1:]) for x in ds.x_test] == test_ids
+        assert [int(x.question[1:]) for x in ds.x_train] == train_ids
+        assert [y.answer for y in ds.y_test] == [examples[i]["target"] for i in test_ids]
+
+
+def test_the_download_cache_follows_promptrl_cache_set_after_import(tmp_path, monkeypatch):
+    from promptrl.datasets import bbh, gsm8k
+
+    monkeypatch.setenv("PROMPTRL_CACHE", str(tmp_path))
+    assert bbh._folder(None, None) == tmp_path / "bbh" and gsm8k.default_cache() == tmp_path / "gsm8k"
+
+
 def test_bbh_unknown_task_and_bad_files_are_one_line_user_errors(tmp_path):
     folder = bbh_folder(tmp_path, {"navigate": [("Go?", "Yes"), ("Stay?", "No")], "snarks": [("a", "(A)")] * 3})
     for task in ("hyperbaton", None):
@@ -344,6 +371,12 @@ def test_bbh_unknown_task_and_bad_files_are_one_line_user_errors(tmp_path):
         datasets.load("bbh", task="navigate", path=str(folder), test_pool=2)
     (folder / "broken.json").write_text('{"examples": [{"input": "q"}]}')
     with pytest.raises(UserError, match="example 1: missing field 'target'"):
+        datasets.load("bbh", task="broken", path=str(folder))
+    (folder / "broken.json").write_text('{"examples": ["q"]}')
+    with pytest.raises(UserError, match="example 1: missing field 'input'"):
+        datasets.load("bbh", task="broken", path=str(folder))
+    (folder / "broken.json").write_text('{"data": [{"input": "q", "target": "a"}]}')  # the file loaders' message
+    with pytest.raises(UserError, match="a JSON object without an 'examples' list"):
         datasets.load("bbh", task="broken", path=str(folder))
 
 

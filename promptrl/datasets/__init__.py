@@ -72,7 +72,21 @@ def download(url: str, target: Path, hint: str) -> None:
     atomic_write_bytes(target, data)
 
 
-def iter_jsonl(file, required, needed_by: str):
+def default_cache(name: str) -> Path:
+    """Where a downloaded dataset is cached: `$PROMPTRL_CACHE/<name>` (default ~/.cache/promptrl/<name>), read
+    at call time so PROMPTRL_CACHE set after import (tests, notebooks) is honoured."""
+    return Path(os.environ.get("PROMPTRL_CACHE", Path.home() / ".cache" / "promptrl")) / name
+
+
+def require_fields(where: str, row, required, needed_by: str, fix: str = "add it to every line or change the "
+                   "data model") -> None:
+    """One error line for a row (at `where`, e.g. "train.jsonl line 3") without a `required` field."""
+    missing = [k for k in required if not isinstance(row, dict) or k not in row]
+    if missing:
+        raise UserError(f"{where}: missing field '{missing[0]}' (needed by {needed_by}); {fix}")
+
+
+def iter_jsonl(file, required, needed_by: str, shape: str = "each line must be one JSON object"):
     """(line number, row) for each row of a JSONL file, with one-line errors for a missing
     file, a line that is not JSON, or a row without a `required` field."""
     file = Path(file)
@@ -85,11 +99,8 @@ def iter_jsonl(file, required, needed_by: str):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                raise UserError(f"{file} line {number}: not valid JSON; each line must be one JSON object") from None
-            missing = [k for k in required if k not in row]
-            if missing:
-                raise UserError(f"{file} line {number}: missing field '{missing[0]}' (needed by {needed_by}); "
-                                "add it to every line or change the data model")
+                raise UserError(f"{file} line {number}: not valid JSON; {shape}") from None
+            require_fields(f"{file} line {number}", row, required, needed_by)
             yield number, row
 
 
@@ -104,8 +115,10 @@ def hold_out(count: int, test_pool, pool_seed, where: str) -> tuple[list[int], l
         size = test_pool
     else:
         size = 0
+    if count == 0:
+        raise UserError(f"{where} has no examples; add some")
     if count < 2:
-        raise UserError(f"{where} has {count} example(s): too few to hold out a test pool; give a test file")
+        raise UserError(f"{where} has 1 example: too few to hold out a test pool; give a test file")
     if size < 1:
         raise UserError(f"{where} has {count} examples; dataset.test_pool={test_pool!r} must be a share between 0 "
                         f"and 1 (e.g. 0.2) or a count between 1 and {count - 1}, held out as the test pool; "
@@ -115,16 +128,45 @@ def hold_out(count: int, test_pool, pool_seed, where: str) -> tuple[list[int], l
     return order[size:], order[:size]
 
 
-# Config keys that say which data a loader reads (beyond its name), and those of them naming files.
-SOURCE_KEYS = ("task", "path", "subset", "train_path", "test_path", "val_path", "data_files", "data_dir")
+# Config keys that say which data a loader reads (beyond its name) and how its rows become examples, and
+# those of them naming files.
+SOURCE_KEYS = ("task", "path", "subset", "revision", "train_path", "test_path", "val_path", "data_files", "data_dir",
+               "train_split", "test_split", "val_split", "columns", "sep", "load_kwargs")
 _FILE_KEYS = {"train_path", "test_path", "val_path", "data_files", "data_dir"}
 _FOLDER_LOADERS = {"bbh", "gsm8k"}  # their `path` is a folder (or null: download) of the same canonical files
+# The keys that pick which examples of the train data are held out as the test pool (see hold_out).
+HOLD_OUT_KEYS = ("test_pool", "pool_seed")
+
+
+def holds_out(config: dict) -> bool:
+    """Whether a dataset config's test pool is held out of its train data by HOLD_OUT_KEYS (no test file or split):
+    then another test_pool or pool_seed puts other examples, some of them trained on, in the test pool."""
+    return "test_pool" in config and config.get("test_path") is None and config.get("test_split") is None
+
+
+def adopt_split_keys(saved: dict, current: dict, given: set) -> dict:
+    """The keys picking which examples a checkpoint is tested on, as `saved` (the dataset config it was trained
+    on) has them where `current` (the one evaluating it) changes them, for the same data: HOLD_OUT_KEYS when
+    both hold out a test pool, and `seed` of a generated dataset (`seed: ${seed}` follows the run's seed).
+    A changed value the user gave on the command line (`given`: those dataset keys) is refused: that test
+    split would hold examples the checkpoint was trained on."""
+    if describe_source(saved) != describe_source(current):
+        return {}
+    keys = (*(HOLD_OUT_KEYS if holds_out(saved) and holds_out(current) else ()), "seed")
+    changes = {k: saved[k] for k in keys if k in saved and k in current and saved[k] != current[k]}
+    for key in changes:
+        if key in given:
+            raise UserError(f"dataset.{key}={current[key]!r} differs from the checkpoint's {saved[key]!r}: that test "
+                            "split would hold examples it was trained on; leave dataset."
+                            f"{key} out (or set it to {saved[key]!r}) to test on the examples it held out")
+    return changes
 
 
 def describe_source(config: dict) -> str:
     """Which data a dataset config reads, e.g. "csv train_path=reviews.csv": its loader name and the keys
-    naming tasks and files, file paths cut to their names (the same file reached from another working
-    directory is the same data). `evaluate --checkpoint` compares the checkpoint's with the config's."""
+    naming tasks, files, splits and how columns are read, file paths cut to their names (the same file
+    reached from another working directory is the same data). `evaluate --checkpoint` compares the
+    checkpoint's with the config's (and the examples' content_sha256, which tells files of one name apart)."""
     def short(value):
         if isinstance(value, str):
             return os.path.basename(os.path.normpath(value))
@@ -134,9 +176,16 @@ def describe_source(config: dict) -> str:
             return {k: short(v) for k, v in value.items()}
         return value
 
+    def flow(value) -> str:  # as typed on the command line: {review: text, label: answer}
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{k}: {flow(v)}" for k, v in value.items()) + "}"
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(flow(v) for v in value) + "]"
+        return repr(value) if isinstance(value, str) and value.strip() != value else str(value)  # a separator
+
     name = config.get("name")
     keys = [k for k in SOURCE_KEYS if config.get(k) is not None and not (k == "path" and name in _FOLDER_LOADERS)]
-    return " ".join([str(name), *(f"{k}={short(config[k]) if k in _FILE_KEYS else config[k]}" for k in keys)])
+    return " ".join([str(name), *(f"{k}={flow(short(config[k]) if k in _FILE_KEYS else config[k])}" for k in keys)])
 
 
 def _key(x) -> str:
@@ -161,6 +210,16 @@ class Dataset:
         if shared:
             raise UserError(f"dataset '{self.name}': field '{shared[0]}' is both an input and an output, so the "
                             "target would be shown to the model; remove it from the input data model")
+
+    def content_sha256(self) -> str:
+        """A fingerprint of the examples (every pool, in order): a file edited, extended or replaced by
+        another of the same name gives another one. A checkpoint saves it; evaluate compares."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for pool in (self.x_train, self.y_train, self.x_test, self.y_test, self.x_val or [], self.y_val or []):
+            digest.update(json.dumps([_key(item) for item in pool]).encode())
+        return digest.hexdigest()
 
     def load_data(self):
         """((x_train, y_train), (x_test, y_test)) as in Keras/Synalinks."""
@@ -222,4 +281,5 @@ class Dataset:
 # Loaders register themselves on import.
 from promptrl.datasets import bbh, files, gsm8k, hf, synthetic  # noqa: E402,F401
 
-__all__ = ["Dataset", "Split", "available", "describe_source", "hold_out", "iter_jsonl", "load", "register"]
+__all__ = ["Dataset", "HOLD_OUT_KEYS", "Split", "adopt_split_keys", "available", "default_cache", "describe_source",
+           "hold_out", "holds_out", "iter_jsonl", "load", "register", "require_fields"]

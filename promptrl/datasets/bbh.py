@@ -15,19 +15,16 @@ a run with another seed or a smaller test_size never meets a training example in
 
 from __future__ import annotations
 
-import json
-import os
-import random
 import re
 from collections import Counter
 from pathlib import Path
 
 from promptrl.data_model import data_model_from_spec
-from promptrl.datasets import Dataset, download, register
+from promptrl.datasets import Dataset, default_cache, download, hold_out, register, require_fields
+from promptrl.datasets.files import read_json
 from promptrl.errors import UserError
 
 SOURCE = "https://raw.githubusercontent.com/suzgunmirac/BIG-Bench-Hard/main/bbh/{task}.json"
-DEFAULT_CACHE = Path(os.environ.get("PROMPTRL_CACHE", Path.home() / ".cache" / "promptrl")) / "bbh"
 REPO = Path(__file__).resolve().parents[2]  # a relative `path` is also looked up from here
 _LETTER = re.compile(r"^\([A-Z]\)$")
 _SHAPE = 'a BBH task file is {"examples": [{"input": ..., "target": ...}]}'
@@ -35,7 +32,7 @@ _SHAPE = 'a BBH task file is {"examples": [{"input": ..., "target": ...}]}'
 
 def _folder(path: str | None, cache_dir: str | None) -> Path:
     if path is None:
-        return Path(cache_dir) if cache_dir else DEFAULT_CACHE
+        return Path(cache_dir) if cache_dir else default_cache("bbh")
     folder = Path(path).expanduser()
     if not folder.is_absolute() and not folder.is_dir() and (REPO / folder).is_dir():
         return REPO / folder
@@ -52,19 +49,11 @@ def available_tasks(folder: Path) -> list[str]:
 
 
 def read_task(file: Path) -> list[tuple[str, str]]:
-    """(input, target) pairs of one task file, with one-line errors for a malformed file."""
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{file}: not valid JSON; {_SHAPE}") from None
-    examples = data.get("examples") if isinstance(data, dict) else None
-    if not isinstance(examples, list) or not examples:
-        raise UserError(f"{file}: no 'examples' list; {_SHAPE}")
+    """(input, target) pairs of one task file (read as dataset=jsonl reads JSON), with one-line errors."""
+    unit, examples = read_json(file)
     rows = []
-    for number, example in enumerate(examples, 1):
-        missing = [k for k in ("input", "target") if not isinstance(example, dict) or k not in example]
-        if missing:
-            raise UserError(f"{file} example {number}: missing field '{missing[0]}'; {_SHAPE}")
+    for number, example in examples:
+        require_fields(f"{file} {unit} {number}", example, ("input", "target"), "dataset=bbh", fix=_SHAPE)
         rows.append((str(example["input"]), str(example["target"])))
     return rows
 
@@ -97,12 +86,8 @@ def load_bbh(task: str | None = None, path: str | None = None, cache_dir: str | 
     if task not in tasks:
         raise UserError(f"BBH: no task '{task}' in {folder}; available: {', '.join(tasks) or 'none'}")
     rows = read_task(folder / f"{task}.json")
-    if isinstance(test_pool, bool) or not isinstance(test_pool, int) or not 0 < test_pool < len(rows):
-        raise UserError(f"BBH task '{task}' has {len(rows)} examples; dataset.test_pool={test_pool!r} must be an "
-                        f"integer between 1 and {len(rows) - 1} (the rest is the train pool)")
-    order = list(range(len(rows)))
-    random.Random(pool_seed).shuffle(order)
-    test, train = [rows[i] for i in order[:test_pool]], [rows[i] for i in order[test_pool:]]
+    train_idx, test_idx = hold_out(len(rows), test_pool, pool_seed, f"BBH task '{task}'")
+    test, train = [rows[i] for i in test_idx], [rows[i] for i in train_idx]
     # The answer's description (its options) comes from the train pool: no test label reaches a prompt.
     question = data_model_from_spec("BBHQuestion", {"question": {"type": "str", "description": "The task's question"}})
     answer = data_model_from_spec("BBHAnswer", {"answer": {"type": "str",

@@ -14,7 +14,8 @@ may hold one object per line, a JSON array of objects, or BIG-Bench-Hard's `{"ex
 
 Every row is validated against the data models (`input_data_model`, `output_data_model`: a spec
 `{fields: ...}`, an import path or a class) after renaming its columns (`columns: {file_column:
-field}`); a bad row is one error line naming the file, the row and the field.
+field}`); a bad row is one error line naming the file, the row (a CSV's header is row 1, as in a
+spreadsheet) and the field.
 """
 
 from __future__ import annotations
@@ -64,18 +65,18 @@ def _plain(value, annotation):
 
 
 def to_examples(source: str, rows, input_model, output_model, columns: dict | None = None,
-                unit: str = "row") -> tuple[list, list]:
+                unit: str = "row", numbering: str = "") -> tuple[list, list]:
     """(xs, ys) from `rows`, an iterable of (number, {column: value}). Columns are renamed by `columns`
     ({column: field}) before validation; a missing value (None, NaN, an empty CSV cell) is a missing
     field unless the field has a default. Every row is checked; the first bad one is the error's line,
-    which also counts the others."""
+    which also counts the others. `numbering` says how rows are counted, e.g. " (the header is row 1)"."""
     renamed = dict(columns or {})
     column_of = {field: column for column, field in renamed.items()}
     fields = {**input_model.model_fields, **output_model.model_fields}
     xs, ys, errors = [], [], []
     for number, row in rows:
         if not isinstance(row, dict):
-            errors.append((number, f"not an object of fields (got {type(row).__name__})"))
+            errors.append((number, f"not a JSON object of fields (got {type(row).__name__}); {_JSON_SHAPE}"))
             continue
         values = {}
         for column, value in row.items():
@@ -100,7 +101,7 @@ def to_examples(source: str, rows, input_model, output_model, columns: dict | No
             plural = "s" if len(errors) > 2 else ""
             etc = ", ..." if len(errors) > 1 + _SHOWN_BAD_ROWS else ""
             more = f" ({len(errors) - 1} more bad {unit}{plural}: {shown}{etc})"
-        raise UserError(f"{source} {unit} {number}: {problem}{more}")
+        raise UserError(f"{source} {unit} {number}{numbering}: {problem}{more}")
     return xs, ys
 
 
@@ -127,10 +128,12 @@ def _read_csv(file: Path, sep: str | None):
         # every cell as text: pandas would read "NA"/"None" as missing and "007" as 7; pydantic converts
         # the text to the field's type. utf-8-sig drops the byte-order mark spreadsheets write.
         table = pd.read_csv(file, dtype=str, keep_default_na=False, sep=sep, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as error:
+    except pd.errors.EmptyDataError:
+        return iter(())  # an empty file: read_examples says "no rows"
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"{file}: cannot read it as CSV ({first_line}); check the file and dataset.sep") from None
-    return _table_rows(table, empty_is_missing=True)
+    return _table_rows(table, empty_is_missing=True, first=2)
 
 
 def _read_parquet(file: Path):
@@ -146,17 +149,18 @@ def _read_parquet(file: Path):
     return _table_rows(table, empty_is_missing=False)
 
 
-def _table_rows(table, empty_is_missing: bool):
-    """Rows numbered from 1 (a CSV's header is not a row)."""
+def _table_rows(table, empty_is_missing: bool, first: int = 1):
+    """Rows numbered from `first`: a CSV's from 2, as a spreadsheet shows them under its header (row 1)."""
     records = table.astype(object).where(table.notna(), None).to_dict("records")
-    for number, record in enumerate(records, 1):
+    for number, record in enumerate(records, first):
         if empty_is_missing:  # a CSV cannot tell an empty text from a missing one
             record = {k: (None if v == "" else v) for k, v in record.items()}
         yield number, record
 
 
-def _read_json(file: Path):
-    """JSONL (one object per line), or a whole-file JSON array of objects or {"examples": [...]}."""
+def read_json(file: Path):
+    """(unit, rows) of a JSON file: JSONL (one object per line), or a whole-file JSON array of objects or
+    {"examples": [...]} (BIG-Bench-Hard's shape; dataset=bbh reads its task files here too)."""
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -170,12 +174,14 @@ def _read_json(file: Path):
             data = data["examples"]
             if not isinstance(data, list):
                 raise UserError(f"{file}: 'examples' is not a list; {_JSON_SHAPE}")
-        if isinstance(data, list):
-            for number, row in enumerate(data, 1):
-                if not isinstance(row, dict):
-                    raise UserError(f"{file} example {number}: not a JSON object; {_JSON_SHAPE}")
+        elif isinstance(data, dict) and (text.strip().count("\n") or any(
+                isinstance(v, list) and v and all(isinstance(i, dict) for i in v) for v in data.values())):
+            # one object over several lines, or holding a list of objects: a container, not a one-line JSONL row
+            raise UserError(f"{file}: a JSON object without an 'examples' list (its keys: "
+                            f"{', '.join(map(str, data)) or 'none'}); {_JSON_SHAPE}")
+        if isinstance(data, list):  # to_examples names a row that is not an object
             return "example", enumerate(data, 1)
-    return "line", iter_jsonl(file, (), "the data models")
+    return "line", iter_jsonl(file, (), "the data models", shape=_JSON_SHAPE)
 
 
 def read_examples(file, fmt: str, models, columns: dict | None, key: str, sep: str | None = None):
@@ -190,25 +196,38 @@ def read_examples(file, fmt: str, models, columns: dict | None, key: str, sep: s
     elif reader == "parquet":
         unit, rows = "row", _read_parquet(file)
     else:
-        unit, rows = _read_json(file)
+        unit, rows = read_json(file)
     rows = list(rows)
+    if not rows:
+        raise UserError(f"dataset.{key}: {file} has no {unit}s; add examples to it")
     # a field no row has (a header without its column, JSON with other names) is one error for the file
-    names = dict.fromkeys(name for _, row in rows if isinstance(row, dict) for name in row)
-    if rows:
-        check_columns(str(file), list(names), models, columns)
-    return to_examples(str(file), rows, *models, columns=columns, unit=unit)
+    names = list(dict.fromkeys(name for _, row in rows if isinstance(row, dict) for name in row))
+    check_columns(str(file), names, models, columns, fix=_separator_hint(names) if reader == "csv" and not sep else "")
+    return to_examples(str(file), rows, *models, columns=columns, unit=unit,
+                       numbering=" (the header is row 1)" if reader == "csv" else "")
 
 
-def check_columns(source: str, names: list, models, columns: dict | None):
-    """One error for data without a column for a required field (rather than one per row)."""
+def _separator_hint(names: list) -> str:
+    """A CSV read as one column whose name holds another separator was written with that separator."""
+    found = [c for c in (";", "\t", "|") if len(names) == 1 and c in str(names[0])]
+    if not found:
+        return ""
+    if found[0] == "\t":
+        return "the file looks tab-separated: name it .tsv, or set dataset.sep to a tab"
+    return f"the file looks '{found[0]}'-separated: use dataset.sep='{found[0]}'"
+
+
+def check_columns(source: str, names: list, models, columns: dict | None, fix: str = ""):
+    """One error for data without a column for a required field (rather than one per row); `fix` replaces
+    the usual advice (rename a column) when the reader knows better."""
     renamed = dict(columns or {})
     present = {renamed.get(c, c) for c in names}
     for model in models:
         for field, info in model.model_fields.items():
             if field not in present and info.is_required():
+                fix = fix or f"rename one with dataset.columns='{{COLUMN: {field}}}'"
                 raise UserError(f"{source}: no column for field '{field}' (needed by data model {model.__name__}); "
-                                f"its columns are {', '.join(map(str, names))}; rename one with "
-                                f"dataset.columns='{{COLUMN: {field}}}'")
+                                f"its columns are {', '.join(map(str, names))}; {fix}")
 
 
 # ---- the dataset -----------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from promptrl.data_model import DataModel, Field
+from promptrl.datasets import default_cache as datasets_default_cache
 from promptrl.datasets import Dataset, download, iter_jsonl, register
 from promptrl.errors import UserError
 
@@ -47,8 +48,7 @@ def get_output_data_model() -> type[DataModel]:
 
 
 def default_cache() -> Path:
-    # read at call time, so PROMPTRL_CACHE set after import (tests, notebooks) is honoured
-    return Path(os.environ.get("PROMPTRL_CACHE", Path.home() / ".cache" / "promptrl")) / "gsm8k"
+    return datasets_default_cache("gsm8k")
 
 
 def parse_answer(text: str) -> float:

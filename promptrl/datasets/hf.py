@@ -1,7 +1,7 @@
 """Hugging Face `datasets`: a hub dataset, a local folder, or local files through its builders.
 
     promptrl train dataset=hf dataset.path=csv dataset.data_files=reviews.csv dataset.test_split=null
-    promptrl train dataset=hf dataset.path=stanfordnlp/imdb dataset.columns='{text: text, label: answer}'
+    promptrl train dataset=hf dataset.path=stanfordnlp/imdb dataset.columns='{text: question, label: answer}'
 
 `path`, `subset` (load_dataset's `name`), `data_files`, `data_dir`, `revision`, `cache_dir` and
 `load_kwargs` go to `datasets.load_dataset`; `train_split` / `test_split` / `val_split` name its splits.

@@ -168,7 +168,8 @@ def build_train(cfg) -> TrainSetup:
         budget.watch("judge", judge_lm)
     budget.validate()
     program.compile(reward=reward, optimizer=optimizer, metrics=metrics)
-    program.metadata = {"task_name": cfg.task_name, "seed": cfg.seed, "dataset": container(cfg, "dataset")}
+    program.metadata = {"task_name": cfg.task_name, "seed": cfg.seed, "dataset": container(cfg, "dataset"),
+                        "data_sha256": dataset.content_sha256()}  # evaluate warns when the examples changed
     callbacks_cfg = container(cfg, "callbacks") or {}
     callbacks = [instantiate_node(node, f"callbacks.{name}") for name, node in callbacks_cfg.items() if node]
     check_monitors(program, callbacks, has_validation=True)
@@ -185,9 +186,7 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     run_status = RunStatus(out)
-    tracker = None
     try:
-        tracker = _start_tracking(cfg, out, "train")  # +logger=mlflow
         setup = build_train(cfg)
         dataset, train, val, test = setup.dataset, setup.train, setup.val, setup.test
         program, lm, optimizer, teacher = setup.program, setup.lm, setup.optimizer, setup.teacher
@@ -202,9 +201,9 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
             f"model {lm.model} | optimizer {type(optimizer).__name__ if optimizer else 'none (baseline only)'}")
         if optimizer is not None and cfg.epochs == 0:
             log("epochs=0: no training, baseline evaluations only")
+        tracker = _start_tracking(cfg, out, "train")  # +logger=mlflow: once setup has checked the config
     except BaseException as error:
         run_status.end(*_ending(error))
-        _end_tracking(tracker, *_ending(error))
         raise
     lms = {"program": lm, "optimizer": teacher, **judge_models([program.reward, *program.metrics], [lm])}
     if cfg.get("reply_cache", True):  # replies kept in the run dir: `--resume` replays them instead of paying again
@@ -286,8 +285,8 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
                          chance=chance, prompts=saved_prompts(out, _best_path(callbacks), final is not None, training))
         finally:  # status.json never stays 'running' after the run ended, whatever failed above
             run_status.end(status, reason)
-            _end_tracking(tracker, status, reason, results={"baseline": baseline, "final": final},
-                          comparison=comparison, usage=usage)
+            _end_tracking(tracker, status, reason, {"baseline": baseline, "final": final}, comparison=comparison,
+                          usage=usage, history=history)
     return {"baseline": baseline, "final": final, "comparison": comparison, "history": history, "best": best,
             "usage": usage, "output_dir": str(out), "status": run_status.data}
 
@@ -329,15 +328,13 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     run_status = RunStatus(out)
-    tracker = None
     try:
-        tracker = _start_tracking(cfg, out, "evaluate")  # +logger=mlflow
         program, lm, test, dataset, notes = _evaluation_setup(cfg, out, log, override_language_model)
         report_setup = run_setup(cfg, out, "evaluate", dataset, {"test": len(test)}, program)
         chance = chance_level(program.reward, dataset.output_data_model, dataset.y_train, test.y)
+        tracker = _start_tracking(cfg, out, "evaluate")  # +logger=mlflow: once setup has checked the config
     except BaseException as error:
         run_status.end(*_ending(error))
-        _end_tracking(tracker, *_ending(error))
         raise
     result, status, reason, usage = None, "failed", "", None
     try:
@@ -359,7 +356,7 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
                          notes=[""] + notes if notes else [], reason=reason, setup=report_setup, chance=chance)
         finally:
             run_status.end(status, reason)
-            _end_tracking(tracker, status, reason, results={"evaluation": result}, usage=usage)
+            _end_tracking(tracker, status, reason, {"evaluation": result}, usage=usage)
     return {"evaluation": result, "usage": usage, "output_dir": str(out), "status": run_status.data}
 
 
@@ -375,16 +372,33 @@ def _evaluation_setup(cfg, out: Path, log: Callable, override_language_model):
         # The splits of the seed it was trained with: another seed could put its training examples in the test split.
         split_seed = metadata["seed"]
         notes.append(f"Test split drawn with the checkpoint's training seed {split_seed} (runs use seed {cfg.seed}).")
-    dataset, _, _, test = build_splits(cfg, seed=split_seed)
+    saved = metadata.get("dataset") if isinstance(metadata.get("dataset"), dict) else None
+    split_cfg, adopted = cfg, {}
+    if saved is not None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from promptrl.datasets import adopt_split_keys, describe_source  # same data, same description
+
+        keys = [o.lstrip("+~").partition("=")[0] for o in HydraConfig.get().overrides.task] \
+            if HydraConfig.initialized() else []  # a config built in code: its values are adopted, with a note
+        given = {k.removeprefix("dataset.") for k in keys if k.startswith("dataset.")}
+        # The examples it was tested on in training: another test_pool, pool_seed or data seed could test on
+        # examples it trained on.
+        adopted = adopt_split_keys(saved, container(cfg, "dataset"), given)
+        if adopted:
+            split_cfg = OmegaConf.merge(cfg, {"dataset": adopted})
+            held = ", ".join(f"dataset.{k}={v!r}" for k, v in adopted.items())
+            notes.append(f"Test split held out as in training: {held} (the checkpoint's).")
+    dataset, _, _, test = build_splits(split_cfg, seed=split_seed)
     program, lm = build_program(cfg, dataset)
     if state is not None:
-        from promptrl.datasets import describe_source  # loader name + task/files: same data, same description
-
-        saved = metadata.get("dataset")
-        trained_on = describe_source(saved) if isinstance(saved, dict) else None
+        trained_on = describe_source(saved) if saved is not None else None
         evaluated_on = describe_source(container(cfg, "dataset"))
         if trained_on and trained_on != evaluated_on:
             notes.append(f"Warning: the checkpoint was trained on dataset '{trained_on}', evaluated on '{evaluated_on}'.")
+        elif trained_on and metadata.get("data_sha256") not in (None, dataset.content_sha256()):
+            notes.append(f"Warning: the checkpoint was trained on other examples of dataset '{trained_on}' (e.g. a "
+                         "file edited, extended or replaced since): its test split may hold examples it was trained on.")
         program = load_checkpoint(cfg, state, lm, override_language_model)
         lm = program.language_models[0]
         where = lm.endpoint
@@ -395,7 +409,8 @@ def _evaluation_setup(cfg, out: Path, log: Callable, override_language_model):
         logging.getLogger("promptrl").warning(note)
     reward, metrics = build_scorers(cfg, lm)
     program.compile(reward=reward, metrics=metrics)
-    _write_config(cfg, out, language_model=lm.get_config())
+    _write_config(cfg, out, language_model=lm.get_config(), **({"dataset": container(split_cfg, "dataset")} if adopted
+                                                                else {}))
     log(f"evaluating {cfg.checkpoint or program.name} on {dataset.name} test ({len(test)} examples), "
         f"{cfg.nb_runs} runs, model {lm.model}")
     return program, lm, test, dataset, notes
@@ -403,8 +418,10 @@ def _evaluation_setup(cfg, out: Path, log: Callable, override_language_model):
 
 # ---- experiment tracking (+logger=mlflow): the recipe's side of promptrl.tracking ---------------
 def _start_tracking(cfg, out: Path, command: str):
-    """The run's tracker, its run opened (None without a `logger` node). The default store goes in
-    outputs/ of the directory promptrl was started from; a job of a sweep nests under the sweep's run."""
+    """The run's tracker, its run opened (None without a `logger` node). Called once setup has
+    checked the config: a typo is a one-line error, not a FAILED run in the store. The default store
+    goes in outputs/ of the directory promptrl was started from; a job of a sweep nests under the
+    sweep's run."""
     if not cfg.get("logger"):
         return None
     from hydra.core.hydra_config import HydraConfig
@@ -417,13 +434,22 @@ def _start_tracking(cfg, out: Path, command: str):
         places["store_root"] = Path(hydra_cfg.runtime.cwd) / "outputs"
         if hydra_cfg.mode == RunMode.MULTIRUN:
             places["sweep_dir"] = Path(hydra_cfg.sweep.dir)
-    tracker.start(out, container(cfg), command=command, **places)
+    try:
+        tracker.start(out, container(cfg), command=command, **places)
+    except BaseException as error:  # a run created before the store failed does not stay RUNNING
+        tracker.end(*_ending(error))
+        raise
     return tracker
 
 
-def _end_tracking(tracker, status: str, reason: str, **numbers) -> None:
+def _end_tracking(tracker, status: str, reason: str, phases: dict | None = None, *, comparison: dict | None = None,
+                  usage: dict | None = None, history=()) -> None:
+    """Close the tracker's run with the run's end numbers, as the sweep report names them."""
     if tracker is not None:
-        tracker.end(status, reason, **numbers)
+        from promptrl.experiment.results import run_summary
+
+        tracker.end(status, reason, metrics=run_summary(phases or {}, status=status, comparison=comparison,
+                                                        usage=usage, history=history), usage=usage)
 
 
 def _best_path(callbacks) -> str | None:

@@ -78,6 +78,37 @@ def usage_report(language_models: dict, started: float, embedding_models=()) -> 
     return report
 
 
+def run_summary(phases: dict[str, dict | None], *, status: str = "ok", comparison: dict | None = None,
+                usage: dict | None = None, history=()) -> dict:
+    """A run's end numbers, flat, under the names the sweep report and MLflow share.
+
+    `{phase}_{metric}_mean` / `_std` for `baseline` and `final`; `final` is the program the run
+    ends with: the trained one, the evaluated one (`evaluate`), or the untrained one when a run
+    finished without training (no optimizer, epochs=0) - never the baseline of a run that stopped
+    before its final runs. No `_std` from a single run: no spread is not a spread of zero.
+    `best_val_reward` (the number to choose a sweep's arm by), the paired difference, LM usage
+    and wall time are None when unknown."""
+    baseline = phases.get("baseline")
+    final = phases.get("final") or phases.get("evaluation") or (baseline if status == "ok" else None)
+    numbers: dict = {}
+    for phase, result in (("baseline", baseline), ("final", final)):
+        for name, mean in (result or {}).get("mean", {}).items():
+            numbers[f"{phase}_{name}_mean"] = mean
+            if result.get("nb_runs") != 1:
+                numbers[f"{phase}_{name}_std"] = result["std"][name]
+    numbers["best_val_reward"] = max((h["val_reward"] for h in history or () if h.get("val_reward") is not None),
+                                     default=None)
+    difference = (comparison or {}).get("reward_difference")
+    low, high = comparison["ci95"] if difference is not None else (None, None)
+    numbers.update(reward_difference=difference, reward_difference_ci95_low=low, reward_difference_ci95_high=high)
+    models = list((usage or {}).get("language_models", {}).values())
+    numbers["lm_calls"] = sum(u["calls"] for u in models) if models else None
+    numbers["tokens"] = sum(u["prompt_tokens"] + u["completion_tokens"] for u in models) if models else None
+    numbers["cost_usd"] = round(sum(u["cost"] for u in models), 6) if models else None
+    numbers["wall_time_s"] = (usage or {}).get("wall_time_s")
+    return numbers
+
+
 # ----------------------------------------------------------------------------- what the run was
 
 

@@ -2,10 +2,11 @@
 
 Logged: params (the resolved config flattened to `a.b.c` keys, secrets masked, values over
 MLflow's length limit cut with a marker), per-epoch metrics (step = the history's epoch, 0 = the
-untrained program's validation), each phase's mean and std, the paired difference and the LM usage
-(named as in the sweep report: `baseline_reward_mean`, `lm_calls`, `cost_usd`...), the status as a
-tag, and the run dir's files as artifacts. The run ends FINISHED (ok, budget_reached), FAILED or
-KILLED (interrupted); its files are logged in every case.
+untrained program's validation), the end numbers the sweep report shows, under its names (the
+recipe passes `promptrl.experiment.results.run_summary`: `baseline_reward_mean`, `best_val_reward`,
+`lm_calls`, `cost_usd`...), the usage per LM role, the status as a tag, and the run dir's files as
+artifacts. The run ends FINISHED (ok, budget_reached), FAILED or KILLED (interrupted); its files are
+logged in every case.
 
 Where: `tracking_uri`, else $MLFLOW_TRACKING_URI (MLflow's own convention), else
 `sqlite:///<outputs>/mlflow.db` with artifacts in `<outputs>/mlartifacts` - a database, because
@@ -78,29 +79,15 @@ def flatten(config: dict, max_value: int | None = None, prefix: str = "") -> dic
     return flat
 
 
-def summary(results: dict | None = None, comparison: dict | None = None, usage: dict | None = None) -> dict:
-    """A run's end numbers as metrics, under the sweep report's names."""
+def usage_metrics(usage: dict | None) -> dict:
+    """Each LM role's usage (`usage/<role>/calls`, ...): the detail behind `lm_calls`, `tokens`, `cost_usd`."""
     metrics = {}
-    for phase, result in (results or {}).items():
-        for name, mean in (result or {}).get("mean", {}).items():
-            metrics[f"{phase}_{name}_mean"] = mean
-            metrics[f"{phase}_{name}_std"] = result["std"][name]
-    if comparison and comparison.get("reward_difference") is not None:
-        metrics["reward_difference"] = comparison["reward_difference"]
-        metrics["reward_difference_ci95_low"], metrics["reward_difference_ci95_high"] = comparison["ci95"]
-    models = (usage or {}).get("language_models", {})
-    for role, u in models.items():
+    for role, u in (usage or {}).get("language_models", {}).items():
         metrics[f"usage/{role}/calls"] = u["calls"]
         metrics[f"usage/{role}/tokens"] = u["prompt_tokens"] + u["completion_tokens"]
         metrics[f"usage/{role}/cost_usd"] = u["cost"]
         metrics[f"usage/{role}/cache_hits"] = u.get("cache_hits", 0)
         metrics[f"usage/{role}/failures"] = u.get("failures", 0)
-    if models:
-        metrics["lm_calls"] = sum(u["calls"] for u in models.values())
-        metrics["tokens"] = sum(u["prompt_tokens"] + u["completion_tokens"] for u in models.values())
-        metrics["cost_usd"] = sum(u["cost"] for u in models.values())
-    if usage and usage.get("wall_time_s") is not None:
-        metrics["wall_time_s"] = usage["wall_time_s"]
     return metrics
 
 
@@ -108,8 +95,11 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _first_line(error: BaseException) -> str:
-    return scrub((str(error).strip().splitlines() or [type(error).__name__])[0])[:300]
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    line = scrub((str(error).strip().splitlines() or [type(error).__name__])[0])
+    if len(line) > limit:  # cut at a word, and say so
+        line = line[:limit].rsplit(" ", 1)[0] + " ..."
+    return line
 
 
 def _read(path: Path) -> dict | None:
@@ -122,6 +112,14 @@ def _read(path: Path) -> dict | None:
 def _sqlite_path(uri: str) -> Path:
     """sqlite:///relative/or//absolute/path.db?options -> the database file."""
     return Path(uri[len("sqlite:///"):].split("?", 1)[0]).resolve()
+
+
+def _refused_folder(uri: str) -> bool:
+    """A plain path or a file: URI (a Windows drive letter is a path), which MLflow refuses unless
+    MLFLOW_ALLOW_FILE_STORE=true."""
+    scheme = re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", uri) or uri.startswith("databricks")
+    folder = uri.startswith("file:") or not scheme
+    return folder and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1")
 
 
 def _chunks(items: list, size: int):
@@ -159,7 +157,11 @@ class MLflowLogger:
             import requests
 
             # MLflow retries an unreachable server for minutes; before a run starts, say so at once.
-            requests.get(uri.rstrip("/") + "/health", timeout=10)
+            try:
+                requests.get(uri.rstrip("/") + "/health", timeout=10)
+            except (requests.ConnectionError, requests.Timeout):
+                raise UserError(f"MLflow server not reachable at {scrub(uri)}; start it or fix logger.tracking_uri "
+                                "(or $MLFLOW_TRACKING_URI)") from None
         # MLflow's first use of a database logs each migration step at INFO: not the user's business.
         for name in ("alembic", "mlflow.store.db.utils"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -186,6 +188,10 @@ class MLflowLogger:
         except UserError:
             raise
         except Exception as error:  # noqa: BLE001 - the store is the user's to fix
+            if _refused_folder(uri):  # MLflow's own message is a paragraph; the fix is one setting
+                path = Path(uri[len("file:"):] if uri.startswith("file:") else uri).expanduser().resolve()
+                raise UserError(f"mlflow: {scrub(uri)} is a folder store, which MLflow no longer accepts; use "
+                                f"logger.tracking_uri=sqlite:///{path}/mlflow.db") from None
             raise UserError(f"mlflow: cannot log to {scrub(uri)}: {_first_line(error)}; check logger.tracking_uri "
                             "(or $MLFLOW_TRACKING_URI)") from None
 
@@ -278,17 +284,18 @@ class MLflowLogger:
         """A fit callback: each epoch's logs, step = epoch as the history counts it (0: untrained)."""
         return _EpochMetrics(self)
 
-    def end(self, status: str, reason: str = "", *, results: dict | None = None, comparison: dict | None = None,
-            usage: dict | None = None, files: list | None = None) -> None:
-        """Log the end numbers, the status and the files (`files`, default: the whole run dir), then
-        close the run: FINISHED, FAILED or KILLED."""
+    def end(self, status: str, reason: str = "", *, metrics: dict | None = None, usage: dict | None = None,
+            files: list | None = None) -> None:
+        """Log the end numbers (`metrics`, e.g. promptrl.experiment.results.run_summary's; `usage`:
+        usage.json, logged per LM role), the status and the files (`files`, default: the whole run
+        dir), then close the run: FINISHED, FAILED or KILLED."""
         if self.run_id is None:
             return
         from mlflow.entities import RunTag
         from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
         try:
-            self.log_metrics(summary(results, comparison, usage))
+            self.log_metrics({**(metrics or {}), **usage_metrics(usage)})
             tags = {"promptrl.status": status, "promptrl.reason": _text(scrub(reason or ""), MAX_TAG_VAL_LENGTH)}
             self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
             if self.log_artifacts:
