@@ -542,8 +542,12 @@ def _draw_paired_ci(ax, comparison: dict) -> None:
     ax.axhline(0, color=REFERENCE_COLOR, linewidth=1.2, zorder=1)
     ax.errorbar([0], [difference], yerr=[[difference - low], [high - difference]], fmt="D", color="black",
                 markersize=7, capsize=8, elinewidth=2, zorder=3)
-    span = max(high, 0.0) - min(low, 0.0) or 0.1
-    ax.set_ylim(min(low, 0.0) - 0.15 * span, max(high, 0.0) + 0.15 * span)
+    bottom, top = min(low, 0.0), max(high, 0.0)
+    if top - bottom < 0.2:  # a tiny interval (or none) on a readable axis: ticks two decimals apart
+        middle = (top + bottom) / 2
+        bottom, top = middle - 0.1, middle + 0.1
+    span = top - bottom
+    ax.set_ylim(bottom - 0.15 * span, top + 0.15 * span)
     ax.set_xlim(-1, 1)
     ax.set_xticks([])
     ax.spines["bottom"].set_visible(False)
