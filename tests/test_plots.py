@@ -392,6 +392,17 @@ def test_comparison_bars_data_ci_chance_failures_and_no_overlap(n_labels, values
     assert_png(plots.plot_metrics_comparison_with_mean_and_std(by_label, tmp_path / "c.png", comparison=comparison))
 
 
+def test_a_zero_paired_interval_keeps_distinct_tick_labels():
+    by_label = {"baseline": results([0.0, 0.0]), "trained": results([0.0, 0.0])}
+    zero = {"reward_difference": 0.0, "ci95": [0.0, 0.0], "examples": 30}
+    fig = plots._figure_comparison(by_label, "t", zero, None, "exact_match")
+    fig.canvas.draw()
+    cax = next(ax for ax in fig.axes if ax.get_title() == "paired Δ reward")
+    low, high = cax.get_ylim()
+    labels = [t.get_text() for t in cax.get_yticklabels() if low <= t.get_position()[1] <= high]
+    assert len(labels) >= 3 and len(set(labels)) == len(labels)  # not "+0.01 +0.01 +0.01"
+
+
 @pytest.mark.parametrize("n_metrics", [1, 2, 12])
 @pytest.mark.parametrize("nb_runs", [1, 3])
 def test_evaluation_bars_data_failures_single_run_and_no_overlap(n_metrics, nb_runs):
