@@ -168,10 +168,14 @@ def failure_rate_text(result: dict, key: str = "failures") -> str | None:
     failures = mean.get(key, math.nan)
     if not math.isfinite(failures):
         return None
-    examples = _examples(result)
+    return rate_text(failures, _examples(result))
+
+
+def rate_text(count: float, examples: int | None) -> str:
+    """A per-run count with its denominator: "10.5 of 12 per run (88%)"."""
     if not examples:
-        return f"{_count(failures)} per run"
-    return f"{_count(failures)} of {examples} per run ({failures / examples:.0%})"
+        return f"{_count(count)} per run"
+    return f"{_count(count)} of {examples} per run ({count / examples:.0%})"
 
 
 def _runs_text(n_runs: int) -> str:

@@ -64,8 +64,10 @@ def job_row(job: Path) -> dict:
         status, error = "ok", ""
     history = [json.loads(line) for line in (job / "history.jsonl").read_text().splitlines() if line.strip()] \
         if (job / "history.jsonl").is_file() else []
+    any_result = final or baseline or evaluation or {}
     row = {"job": int(job.name), "overrides": overrides, "status": status, "error": error,
-           "trained": final is not None, "nb_runs": (final or baseline or evaluation or {}).get("nb_runs")}
+           "trained": final is not None, "nb_runs": any_result.get("nb_runs"),
+           "test_examples": len(any_result["rewards"][0]) if any_result.get("rewards") else None}
     row.update(run_summary({"baseline": baseline, "final": final, "evaluation": evaluation}, status=status,
                            comparison=_read_json(job / "comparison.json"), usage=usage, history=history))
     return row
@@ -77,7 +79,7 @@ def _metrics(rows: list[dict]) -> list[str]:
         for key in row:
             if key.startswith("final_") and key.endswith("_mean") and key[6:-5] not in names:
                 names.append(key[6:-5])
-    return sorted(names, key=lambda n: (n != "reward", n == "failures", n))
+    return sorted(names, key=lambda n: (n != "reward", n in ("failures", "infra_failures"), n))
 
 
 def _sweep_name(sweep_dir: Path) -> str:
@@ -110,12 +112,14 @@ def write_report(sweep_dir) -> list[dict]:
         mean = row.get(f"{phase}_{metric}_mean")
         if mean is None:
             return "-"
+        if metric in ("failures", "infra_failures"):  # counts: a rate of the test examples, not a score
+            return plots.rate_text(mean, row.get("test_examples"))
         if row.get("nb_runs") == 1:  # one run: no spread to show (not a spread of zero)
             return f"{mean:.3f}"
         return f"{mean:.3f} ± {row[f'{phase}_{metric}_std']:.3f}"
 
     header = ["job", *params, "status", *[f"baseline {m}" for m in metrics], *[f"final {m}" for m in metrics],
-              "best val_reward", "LM calls", "tokens", "cost (USD)", "wall time (s)"]
+              "paired Δ reward [95% CI]", "best val_reward", "LM calls", "tokens", "cost (USD)", "wall time (s)"]
     lines = [f"# Sweep report: {sweep_dir}", "", f"{len(rows)} jobs, "
              f"{sum(r['status'] == 'ok' for r in rows)} ok. Mean ± std over each job's runs; "
              "a job without an optimizer reports its untrained program as final.", "",
@@ -123,8 +127,11 @@ def write_report(sweep_dir) -> list[dict]:
     for r in rows:
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error']}"
         best = "-" if r["best_val_reward"] is None else f"{r['best_val_reward']:.3f}"
+        paired = "-" if r.get("reward_difference") is None else (
+            f"{r['reward_difference']:+.3f} [{r['reward_difference_ci95_low']:+.3f}, "
+            f"{r['reward_difference_ci95_high']:+.3f}]")
         values = [str(r["job"]), *[str(r["overrides"].get(p, "-")) for p in params], status.replace("|", "/"),
-                  *[cell(r, "baseline", m) for m in metrics], *[cell(r, "final", m) for m in metrics], best,
+                  *[cell(r, "baseline", m) for m in metrics], *[cell(r, "final", m) for m in metrics], paired, best,
                   str(r["lm_calls"] if r["lm_calls"] is not None else "-"),
                   str(r["tokens"] if r["tokens"] is not None else "-"),
                   "-" if r["cost_usd"] is None else f"{r['cost_usd']:.4f}",

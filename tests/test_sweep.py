@@ -19,10 +19,12 @@ def fake_job(root: Path, num: int, overrides: list[str], reward=None, failed: st
     if failed:
         (job / "FAILED").write_text(failed + "\n\ntraceback...")
         return
-    result = {"nb_runs": 2, "runs": [], "mean": {"reward": 0.5, "failures": 0}, "std": {"reward": 0.1, "failures": 0}}
+    result = {"nb_runs": 2, "runs": [], "mean": {"reward": 0.5, "failures": 0}, "std": {"reward": 0.1, "failures": 0},
+              "rewards": [[0.5] * 4, [0.5] * 4]}
     (job / "baseline.json").write_text(json.dumps(result))
-    final = {**result, "mean": {"reward": reward, "failures": 0}, "std": {"reward": 0.05, "failures": 0}}
+    final = {**result, "mean": {"reward": reward, "failures": 1}, "std": {"reward": 0.05, "failures": 0}}
     (job / "final.json").write_text(json.dumps(final))
+    (job / "comparison.json").write_text(json.dumps({"reward_difference": reward - 0.5, "ci95": [-0.05, 0.35]}))
     (job / "history.jsonl").write_text('{"epoch": 0, "val_reward": 0.4}\n{"epoch": 1, "val_reward": 0.9}\n')
     (job / "usage.json").write_text(json.dumps({"wall_time_s": 3.0, "language_models": {
         "program": {"calls": 10, "prompt_tokens": 100, "completion_tokens": 5, "cost": 0.01},
@@ -45,6 +47,8 @@ def test_report_rows_table_and_heatmap(tmp_path):
     assert csv[0].startswith("job,optimizer.k,optimizer.k_best,status") and len(csv) == 5
     markdown = (tmp_path / "sweep_report.md").read_text()
     assert "| 3 | 2 | 3 | failed: dataset 'sentiment'" in markdown and "0.800 ± 0.050" in markdown
+    # failed predictions are a rate of the test examples, and the paired difference is in the table
+    assert "| 1 of 4 per run (25%) |" in markdown and "| +0.300 [-0.050, +0.350] |" in markdown
     assert (tmp_path / "sweep_report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
