@@ -96,7 +96,7 @@ def test_an_empty_test_split_is_one_line(tmp_path):
         f"hydra.run.dir={tmp_path / 'run'}"])
     assert result.exit_code == 1
     assert [line for line in result.output.splitlines() if line.startswith("error:")][0].startswith("error: dataset")
-    assert "no test examples" in result.output
+    assert "test.jsonl has no lines; add examples to it" in result.output
     assert read(tmp_path / "run", "status.json")["status"] == "failed"
 
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from promptrl import plots
 from promptrl.callbacks import Callback, HistoryLogger, ProgramCheckpoint, ProgressBar
+from promptrl.datasets import adopt_split_keys, describe_source
 from promptrl.errors import BudgetReached, UserError
 from promptrl.experiment.build import (
     instantiate_node, build_budget, build_optimizer, build_program, build_scorers, build_splits, check_run_keys,
@@ -377,7 +378,6 @@ def _evaluation_setup(cfg, out: Path, log: Callable, override_language_model):
     if saved is not None:
         from hydra.core.hydra_config import HydraConfig
 
-        from promptrl.datasets import adopt_split_keys, describe_source  # same data, same description
 
         keys = [o.lstrip("+~").partition("=")[0] for o in HydraConfig.get().overrides.task] \
             if HydraConfig.initialized() else []  # a config built in code: its values are adopted, with a note
