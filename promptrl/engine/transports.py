@@ -6,6 +6,7 @@ accounting are the caller's (LanguageModel + engine.scheduler), the same for eve
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import threading
@@ -65,11 +66,15 @@ def local_model_path(model: str, model_path: str | None) -> str:
 class LocalTransport:
     """llama-cpp-python in-process, JSON-schema constrained decoding.
 
-    A llama.cpp context is not thread-safe: calls on one model file are serialized by a lock,
-    and the model is loaded once per process and shared by every LanguageModel using it.
+    With `concurrency` 1 each call runs `create_chat_completion` on one llama.cpp context,
+    serialized by a lock (a context is not thread-safe). With `concurrency` N > 1 the calls in
+    flight are decoded together, N sequences per `llama_decode` in one context
+    (engine/local_batch.py): same outputs at temperature 0, several times the calls per second.
+    The model is loaded once per process and shared by every LanguageModel using it.
     """
 
     _models: dict[tuple, Any] = {}
+    _engines: dict[tuple, Any] = {}
     # llama.cpp is not thread-safe: one lock guards loading and generation.
     # (Two threads loading the model at once killed the process silently here.)
     _lock = threading.Lock()
@@ -77,17 +82,47 @@ class LocalTransport:
     def __init__(self, lm: "LanguageModel"):
         self.lm = lm
 
+    @staticmethod
+    def _load(path: str, n_ctx: int, n_threads):
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise UserError("the local model needs llama-cpp-python; run `make install`") from None
+        return Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+
     def _llama(self):
         path = local_model_path(self.lm.model, self.lm.model_path)
         key = (path, self.lm.n_ctx, self.lm.n_threads)
         if key not in self._models:
-            try:
-                from llama_cpp import Llama
-            except ImportError:
-                raise UserError("the local model needs llama-cpp-python; run `make install`") from None
-            self._models[key] = Llama(model_path=path, n_ctx=self.lm.n_ctx, n_threads=self.lm.n_threads,
-                                      verbose=False)
+            self._models[key] = self._load(path, self.lm.n_ctx, self.lm.n_threads)
         return self._models[key]
+
+    def _engine(self):
+        """The batch engine for this model file and settings, started on first use."""
+        from promptrl.engine.local_batch import BatchEngine
+
+        path = local_model_path(self.lm.model, self.lm.model_path)
+        key = (path, self.lm.n_ctx, self.lm.n_threads, self.lm.concurrency)
+        with self._lock:
+            if key not in self._engines:
+                # The engine decodes in a context of its own: this Llama only tokenizes and renders
+                # chat prompts, so it gets the smallest context.
+                llama = self._load(path, 256, self.lm.n_threads)
+                if not self._engines:
+                    atexit.register(LocalTransport._close_engines)
+                # Each slot holds one call's prompt and reply; the slots together hold twice one
+                # call's n_ctx (~50 MB of KV for SmolLM2 at n_ctx 2048). A longer call runs on the
+                # sequential path (DoesNotFit).
+                slot_ctx = max(512, 2 * self.lm.n_ctx // self.lm.concurrency)
+                self._engines[key] = BatchEngine(llama, slots=self.lm.concurrency, n_ctx=self.lm.n_ctx,
+                                                 slot_ctx=min(slot_ctx, self.lm.n_ctx))
+            return self._engines[key]
+
+    @classmethod
+    def _close_engines(cls) -> None:
+        for engine in cls._engines.values():
+            engine.close()
+        cls._engines.clear()
 
     def _complete_sync(self, messages, schema, seed) -> Completion:
         from llama_cpp import LlamaGrammar
@@ -111,8 +146,28 @@ class LocalTransport:
             truncated=choice.get("finish_reason") == "length",
         )
 
+    async def _complete_batched(self, messages, schema, seed) -> Completion:
+        from llama_cpp import LlamaGrammar
+
+        from promptrl.engine.local_batch import DoesNotFit
+
+        engine = self._engines.get((local_model_path(self.lm.model, self.lm.model_path), self.lm.n_ctx,
+                                    self.lm.n_threads, self.lm.concurrency))
+        if engine is None:
+            engine = await asyncio.to_thread(self._engine)
+        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        future = engine.submit(messages, grammar, self.lm.temperature, self.lm.max_tokens, seed)
+        try:  # cancelling the awaiting task cancels the future: the engine drops the sequence
+            result = await asyncio.wrap_future(future)
+        except DoesNotFit:  # longer than a slot: the sequential path, same output
+            return await asyncio.to_thread(self._complete_sync, messages, schema, seed)
+        return Completion(text=result.text, prompt_tokens=result.prompt_tokens,
+                          completion_tokens=result.completion_tokens, truncated=result.finish_reason == "length")
+
     async def complete(self, messages, output_model, schema, seed, response_format=None) -> Completion:
         # The schema is always enforced by a grammar here: response_format does not apply.
+        if self.lm.concurrency > 1:
+            return await self._complete_batched(messages, schema, seed)
         return await asyncio.to_thread(self._complete_sync, messages, schema, seed)
 
 

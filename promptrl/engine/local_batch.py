@@ -1,0 +1,492 @@
+"""Continuous batching for the embedded model: the calls in flight share one llama.cpp context.
+
+One worker thread owns a context with `slots` sequences, each in a KV stream of its own. Each
+step it runs one `llama_decode` over the next token of every sequence that is generating and the
+(chunked) prompt tokens of the ones just admitted, then samples each sequence with its own
+sampler chain and grammar. A finished call frees its slot for the next queued one at once.
+
+- Same outputs as the sequential path (`Llama.create_chat_completion`), bit for bit: the prompt is
+  rendered by llama-cpp-python's own chat handler, the sampler chain and seed are the same, and
+  each sequence's KV cells sit in a stream of their own laid out as in a one-sequence context
+  (in a unified cache the attention sums depend on where other sequences' cells lie, and the
+  Q8 activations turn those last-bit differences into different tokens).
+- A new sequence starts from the longest prefix of its prompt already in a slot (the system
+  prompt and demonstrations every example of an evaluation shares) instead of evaluating it again:
+  kept in its own slot, or copied from another (`seq_cp`; between streams llama.cpp copies a
+  whole stream, a few ms, then the tail is cut). Calls of one evaluation arrive together: one
+  waits a step for a prompt another is evaluating, then copies it.
+- At most one sequence feeds several tokens (a prompt) per `llama_decode`, next to any number of
+  one-token sequences: measured here, a batch mixing one-token sequences with two or more prompt
+  chunks of different lengths gave some of them different logits (up to 0.5); every other mix
+  was bit-identical to one call at a time.
+- The grammar is checked on the best candidates only (the top_k first allowed tokens in logit
+  order are what the chain keeps), not on all 49k tokens every step, which is what made
+  constrained decoding ~2.3x slower than free decoding; same token, same random draw.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import math
+import random
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
+
+
+class _Captured(Exception):
+    pass
+
+
+class DoesNotFit(ValueError):
+    """The prompt plus max_tokens is longer than a slot: run the call on the sequential path."""
+
+
+class _CaptureCompletion:
+    """Stands in for the Llama object when calling llama-cpp-python's chat handler: the handler
+    renders and tokenizes the prompt, then hands create_completion its arguments, which we keep."""
+
+    def __init__(self, llama):
+        self._llama = llama
+        self.kwargs: dict = {}
+
+    def __getattr__(self, name):
+        return getattr(self._llama, name)
+
+    def create_completion(self, **kwargs):
+        self.kwargs = kwargs
+        raise _Captured
+
+
+def completion_arguments(llama, messages, grammar, temperature: float, max_tokens: int, seed) -> dict:
+    """The arguments `llama.create_chat_completion(...)` passes on to create_completion: prompt
+    tokens, stop strings, sampling settings."""
+    from llama_cpp import llama_chat_format
+
+    handler = (llama.chat_handler or llama._chat_handlers.get(llama.chat_format)
+               or llama_chat_format.get_chat_completion_handler(llama.chat_format))
+    capture = _CaptureCompletion(llama)
+    try:  # the defaults of Llama.create_chat_completion, which the sequential path uses
+        handler(llama=capture, messages=messages, temperature=temperature, top_p=0.95, top_k=40, min_p=0.05,
+                typical_p=1.0, stream=False, stop=[], seed=seed, max_tokens=max_tokens, presence_penalty=0.0,
+                frequency_penalty=0.0, repeat_penalty=1.0, grammar=grammar)
+    except _Captured:
+        return capture.kwargs
+    raise RuntimeError("the chat handler did not call create_completion")
+
+
+@dataclass
+class BatchResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length"
+    reused_tokens: int = 0  # prompt tokens taken from the cache instead of evaluated
+
+
+@dataclass(eq=False)
+class _Sequence:
+    messages: list
+    grammar: object  # LlamaGrammar or None
+    temperature: float
+    max_tokens: int
+    seed: int | None
+    future: concurrent.futures.Future
+    prompt: list[int] = field(default_factory=list)
+    stop: list[bytes] = field(default_factory=list)
+    sampling: dict = field(default_factory=dict)
+    slot: int = -1
+    n_past: int = 0  # tokens of this sequence in the KV cache
+    pending: list[int] = field(default_factory=list)  # tokens to decode next
+    generated: list[int] = field(default_factory=list)
+    reused: int = 0
+    placed: bool = False
+    multibyte_fix: int = 0
+    chain: object = None
+    grammar_sampler: object = None
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class BatchEngine:
+    """Several completions decoded together in one llama.cpp context (see the module doc)."""
+
+    def __init__(self, llama, slots: int, n_ctx: int, slot_ctx: int | None = None, n_batch: int = 512,
+                 grammar_first: bool = False, min_copy: int = 32):
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self.C = llama_cpp
+        self.llama = llama
+        self.slots = slots
+        self.n_ctx_call = n_ctx  # what one call may use, as in the sequential path
+        self.slot_ctx = slot_ctx or n_ctx  # what one slot holds; longer calls raise DoesNotFit
+        self.n_batch = n_batch
+        self.grammar_first = grammar_first  # mask the whole vocabulary every step (llama-cpp-python's way)
+        self.min_copy = min_copy  # a stream copy costs a few ms: worth it for a prefix this long
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = slots * self.slot_ctx
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_seq_max = slots
+        params.kv_unified = False  # one stream per sequence: bit-identical to one call at a time
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as Llama(flash_attn=False)
+        params.n_threads = llama.n_threads
+        params.n_threads_batch = llama.n_threads_batch
+        params.no_perf = False
+        self._context = _internals.LlamaContext(model=llama._model, params=params, verbose=False)
+        self.ctx = self._context.ctx
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.vocab = llama._model.vocab
+        self.n_vocab = llama.n_vocab()
+        self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+        self.batch = self._batch.batch
+        self._one = (llama_cpp.llama_token_data * 1)()
+        self._one_array = llama_cpp.llama_token_data_array(data=self._one, size=1, selected=-1, sorted=False)
+        self._candidates = np.zeros(self.n_vocab, dtype=_TOKEN_DATA)
+        self._candidates["id"] = np.arange(self.n_vocab, dtype=np.int32)
+        self.cached: list[list[int]] = [[] for _ in range(slots)]  # tokens in the KV cache per slot
+        self.active: list[_Sequence] = []
+        self.waiting: list[_Sequence] = []
+        self.prompt_tokens_evaluated = 0  # counters for tests and the benchmark
+        self.prompt_tokens_reused = 0
+        self.decode_calls = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._broken: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="promptrl-local-batch", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side -------------------------------------------------------------------
+
+    def submit(self, messages, grammar, temperature: float, max_tokens: int, seed) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            if self._broken is not None or self._stopping:
+                future.set_exception(RuntimeError(f"the local batch engine stopped: {self._broken or 'closed'}"))
+                return future
+            self.waiting.append(_Sequence(messages, grammar, temperature, max_tokens, seed, future))
+            self._cond.notify()
+        return future
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+        if not self._thread.is_alive():
+            self._batch.close()
+            self._context.close()
+
+    # -- the worker thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not self.waiting and not self.active:
+                    self._cond.wait()
+                if self._stopping:
+                    break
+                admitted = self._admit()
+            try:
+                for seq in admitted:
+                    self._prepare(seq)
+                self._drop_cancelled()
+                self._place_ready()
+                if self.active:
+                    self._step()
+            except Exception as error:  # noqa: BLE001 - a broken context fails every call, not the process
+                with self._cond:
+                    self._broken = error
+                    self._stopping = True
+                break
+        with self._cond:
+            for seq in self.active + self.waiting:
+                self._release(seq)
+                self._fail(seq, RuntimeError(f"the local batch engine stopped: {self._broken or 'closed'}"))
+            self.active, self.waiting = [], []
+
+    def _admit(self) -> list[_Sequence]:
+        """Move queued calls into free slots (under the lock)."""
+        admitted = []
+        while self.waiting and len(self.active) < self.slots:
+            seq = self.waiting.pop(0)
+            if seq.future.cancelled():
+                continue
+            seq.slot = -1  # chosen once the prompt is known (_place)
+            self.active.append(seq)
+            admitted.append(seq)
+        return admitted
+
+    def _prepare(self, seq: _Sequence) -> None:
+        """Render the prompt, reuse the longest cached prefix, build the samplers."""
+        try:
+            args = completion_arguments(self.llama, seq.messages, seq.grammar, seq.temperature, seq.max_tokens,
+                                        seq.seed)
+            prompt = list(args["prompt"])
+            if len(prompt) >= self.n_ctx_call:
+                raise ValueError(f"Requested tokens ({len(prompt)}) exceed context window of {self.n_ctx_call}")
+            if seq.max_tokens + len(prompt) >= self.n_ctx_call:  # as Llama._create_completion truncates
+                seq.max_tokens = self.n_ctx_call - len(prompt)
+            if len(prompt) + seq.max_tokens > self.slot_ctx:
+                raise DoesNotFit(f"{len(prompt)} prompt tokens + max_tokens do not fit a slot of {self.slot_ctx}")
+        except Exception as error:  # noqa: BLE001 - this call's error, reported to its caller
+            self.active.remove(seq)
+            self._fail(seq, error)
+            return
+        seq.prompt = prompt
+        seq.stop = [s.encode("utf-8") for s in (args.get("stop") or [])]
+        seq.sampling = args
+        self._make_samplers(seq)
+        seq.placed = False
+
+    def _place_ready(self) -> None:
+        """Give each admitted sequence a slot and the longest cached prefix of its prompt (see the
+        module doc); one whose prefix another sequence is still evaluating waits a step."""
+        copied = False
+        for seq in [s for s in self.active if not s.placed]:
+            busy = {s.slot for s in self.active if s.placed}
+            free = [s for s in range(self.slots) if s not in busy]
+            slot = max(free, key=lambda s: _common_prefix(self.cached[s], seq.prompt))
+            own = _common_prefix(self.cached[slot], seq.prompt)
+            source = max(range(self.slots), key=lambda s: _common_prefix(self.cached[s], seq.prompt))
+            elsewhere = _common_prefix(self.cached[source], seq.prompt)
+            coming = max((_common_prefix(o.prompt, seq.prompt) for o in self.active
+                          if o.placed and not o.generated and len(o.pending) > 1), default=0)
+            if coming >= max(own, elsewhere) + self.min_copy:
+                continue
+            if elsewhere >= own + self.min_copy:
+                if copied:  # one stream copy per step
+                    continue
+                copied = True
+                self.C.llama_memory_seq_rm(self.memory, slot, -1, -1)
+                self.C.llama_memory_seq_cp(self.memory, source, slot, -1, -1)
+                self.cached[slot] = list(self.cached[source])
+            self._place(seq, slot)
+
+    def _place(self, seq: _Sequence, slot: int) -> None:
+        """Start the sequence in `slot` from the longest prefix of its prompt there."""
+        seq.slot = slot
+        seq.placed = True
+        # the last prompt token is evaluated in any case: its logits start the reply
+        best = min(_common_prefix(self.cached[slot], seq.prompt), len(seq.prompt) - 1)
+        self.C.llama_memory_seq_rm(self.memory, slot, best, -1)
+        self.cached[slot] = seq.prompt[:best]
+        seq.n_past = best
+        seq.reused = best
+        seq.pending = seq.prompt[best:]
+        seq.generated = []
+        seq.multibyte_fix = 0
+        self.prompt_tokens_reused += best
+
+    def _make_samplers(self, seq: _Sequence) -> None:
+        """The chain Llama._init_sampler builds for these settings, seeded the same way."""
+        C, llama, a = self.C, self.llama, seq.sampling
+        if seq.seed is not None:
+            llama.set_seed(seq.seed)
+        else:
+            llama.set_seed(random.Random(llama._seed).randint(0, 2**32))
+        seed = llama._seed
+        chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+        if a["repeat_penalty"] != 1.0 or a["frequency_penalty"] or a["presence_penalty"]:
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_penalties(
+                self.n_vocab, llama.last_n_tokens_size, a["repeat_penalty"], a["frequency_penalty"], a["presence_penalty"]))
+        grammar = a.get("grammar")
+        if grammar is not None:
+            sampler = C.llama_sampler_init_grammar(self.vocab, grammar._grammar.encode(), grammar._root.encode())
+            if self.grammar_first:
+                C.llama_sampler_chain_add(chain, sampler)
+            else:
+                seq.grammar_sampler = sampler
+        temperature = a["temperature"]
+        if temperature < 0.0:
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(seed))
+        elif temperature == 0.0:
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
+        else:
+            for sampler in (C.llama_sampler_init_top_k(a["top_k"]), C.llama_sampler_init_typical(a["typical_p"], 1),
+                            C.llama_sampler_init_top_p(a["top_p"], 1), C.llama_sampler_init_min_p(a["min_p"], 1),
+                            C.llama_sampler_init_temp(temperature), C.llama_sampler_init_dist(seed)):
+                C.llama_sampler_chain_add(chain, sampler)
+        seq.chain = chain
+
+    def _release(self, seq: _Sequence) -> None:
+        for name in ("chain", "grammar_sampler"):
+            sampler = getattr(seq, name)
+            if sampler is not None:
+                self.C.llama_sampler_free(sampler)
+                setattr(seq, name, None)
+
+    def _fail(self, seq: _Sequence, error: BaseException) -> None:
+        if not seq.future.cancelled():
+            try:
+                seq.future.set_exception(error)
+            except concurrent.futures.InvalidStateError:
+                pass
+
+    def _finish(self, seq: _Sequence, reason: str, text: bytes | None = None) -> None:
+        self.active.remove(seq)
+        self._release(seq)
+        if text is None:
+            text = self.llama.detokenize(seq.generated, prev_tokens=seq.prompt)
+        result = BatchResult(text.decode("utf-8", errors="ignore"), len(seq.prompt), len(seq.generated), reason,
+                             seq.reused)
+        try:
+            seq.future.set_result(result)
+        except concurrent.futures.InvalidStateError:  # cancelled meanwhile
+            pass
+
+    def _drop_cancelled(self) -> None:
+        for seq in [s for s in self.active if s.future.cancelled()]:
+            self.active.remove(seq)  # its cached tokens stay valid for the next prefix match
+            self._release(seq)
+
+    def _step(self) -> None:
+        """One llama_decode over every active sequence, then one sampled token for each that is ready."""
+        C, batch = self.C, self.batch
+        while True:
+            entries = []  # (seq, number of tokens fed, batch index of its logits or -1)
+            n = 0
+            # generating sequences first (one token each), then one prompt (chunk): see the module doc
+            prompt_taken = False
+            for seq in sorted((s for s in self.active if s.placed), key=lambda s: len(s.pending) > 1):
+                take = min(len(seq.pending), self.n_batch - n)
+                if take <= 0 or (take > 1 and prompt_taken):
+                    continue
+                prompt_taken = prompt_taken or take > 1
+                for j in range(take):
+                    batch.token[n + j] = seq.pending[j]
+                    batch.pos[n + j] = seq.n_past + j
+                    batch.n_seq_id[n + j] = 1
+                    batch.seq_id[n + j][0] = seq.slot
+                    batch.logits[n + j] = False
+                last = -1
+                if take == len(seq.pending):
+                    last = n + take - 1
+                    batch.logits[last] = True
+                entries.append((seq, take, last))
+                n += take
+            batch.n_tokens = n
+            if n == 0:
+                return
+            status = C.llama_decode(self.ctx, batch)
+            if status == 0:
+                break
+            if status != 1:
+                raise RuntimeError(f"llama_decode failed ({status})")
+            self._fail_active(RuntimeError("llama_decode found no KV cell for the batch"))
+        self.decode_calls += 1
+        for seq, take, index in entries:
+            fed = seq.pending[:take]
+            if not seq.generated:
+                self.prompt_tokens_evaluated += take
+            self.cached[seq.slot] = self.cached[seq.slot] + fed
+            seq.n_past += take
+            seq.pending = seq.pending[take:]
+            if index >= 0:
+                self._advance(seq, self._sample(seq, index))
+
+    def _fail_active(self, error: BaseException) -> None:
+        """A batch that cannot be decoded (the cache is restored as it was): its calls fail, the
+        engine goes on with the next ones."""
+        for seq in [s for s in self.active if s.placed]:
+            self.C.llama_memory_seq_rm(self.memory, seq.slot, -1, -1)
+            self.cached[seq.slot] = []
+            self.active.remove(seq)
+            self._release(seq)
+            self._fail(seq, error)
+
+    def _sample(self, seq: _Sequence, index: int) -> int:
+        """The token llama-cpp-python's chain (grammar, top_k, top_p, min_p, temp, dist) picks, with
+        the grammar checked on the best candidates only: the chain's first step keeps the top_k
+        best allowed tokens, which are the top_k first allowed ones in logit order. Same token,
+        same random draw; the whole vocabulary is masked only when too few top tokens are allowed."""
+        C = self.C
+        grammar = seq.grammar_sampler
+        if grammar is None:
+            return C.llama_sampler_sample(seq.chain, self.ctx, index)
+        logits = np.ctypeslib.as_array(C.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+        need = 1 if seq.sampling["temperature"] == 0.0 else seq.sampling["top_k"]
+        candidates = self._candidates
+        for width in ((1, 256) if need == 1 else (256,)):
+            if need <= 0 or width < need:
+                continue
+            if width == 1:
+                top = np.array([int(np.argmax(logits))])
+            else:
+                top = np.argpartition(-logits, width)[:width]
+                top = top[np.argsort(-logits[top], kind="stable")]
+            allowed = self._allowed(grammar, top, logits[top])
+            if len(allowed) >= need:
+                token = self._apply_chain(seq.chain, allowed[:need], logits)
+                break
+        else:  # mask the whole vocabulary, as the sequential path does every step
+            candidates["id"] = np.arange(self.n_vocab, dtype=np.int32)
+            candidates["logit"] = logits
+            candidates["p"] = 0.0
+            array = self._array(self.n_vocab)
+            C.llama_sampler_apply(grammar, ctypes.byref(array))
+            C.llama_sampler_apply(seq.chain, ctypes.byref(array))
+            token = int(array.data[array.selected].id)
+        C.llama_sampler_accept(seq.chain, token)
+        C.llama_sampler_accept(grammar, token)
+        return token
+
+    def _array(self, size: int):
+        return self.C.llama_token_data_array(
+            data=self._candidates.ctypes.data_as(ctypes.POINTER(self.C.llama_token_data)), size=size, selected=-1,
+            sorted=False)
+
+    def _allowed(self, grammar, tokens: np.ndarray, token_logits: np.ndarray) -> np.ndarray:
+        """The tokens (in the given order) the grammar allows next."""
+        n = len(tokens)
+        candidates = self._candidates
+        candidates["id"][:n] = tokens
+        candidates["logit"][:n] = token_logits
+        candidates["p"][:n] = 0.0
+        self.C.llama_sampler_apply(grammar, ctypes.byref(self._array(n)))
+        return tokens[np.isfinite(candidates["logit"][:n])]
+
+    def _apply_chain(self, chain, tokens: np.ndarray, logits: np.ndarray) -> int:
+        n = len(tokens)
+        candidates = self._candidates
+        candidates["id"][:n] = tokens
+        candidates["logit"][:n] = logits[tokens]
+        candidates["p"][:n] = 0.0
+        array = self._array(n)
+        self.C.llama_sampler_apply(chain, ctypes.byref(array))
+        return int(array.data[array.selected].id)
+
+    def _advance(self, seq: _Sequence, token: int) -> None:
+        """What Llama._create_completion does with a sampled token: stop, or keep it and go on."""
+        if self.C.llama_vocab_is_eog(self.vocab, token):
+            self._finish(seq, "stop")
+            return
+        seq.generated.append(token)
+        all_text = self.llama.detokenize(seq.generated, prev_tokens=seq.prompt)
+        for k, char in enumerate(all_text[-3:]):  # an incomplete UTF-8 character: not checked yet
+            k = 3 - k
+            for num, pattern in ((2, 192), (3, 224), (4, 240)):
+                if num > k and pattern & char == pattern:
+                    seq.multibyte_fix = num - k
+        if seq.multibyte_fix > 0:
+            seq.multibyte_fix -= 1
+            seq.pending = [token]
+            return
+        stops = [s for s in seq.stop if s in all_text]
+        if stops:
+            self._finish(seq, "stop", all_text[: all_text.index(stops[0])])
+            return
+        if len(seq.generated) >= seq.max_tokens:
+            self._finish(seq, "length")
+            return
+        seq.pending = [token]
