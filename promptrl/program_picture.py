@@ -64,9 +64,10 @@ def _state_size(variables: dict) -> str:
     return ", ".join(parts)
 
 
-def describe(program, show_module_names: bool = True, show_schemas: bool = True,
-             show_trainable: bool = True) -> tuple[list[NodeLabel], list[tuple[str, str]]]:
-    """The picture's content: one label per node (in topological order) and the (parent, child) edges."""
+def describe(program, show_module_names: bool = True, show_schemas: bool = True, show_trainable: bool = True,
+             variables: dict | None = None) -> tuple[list[NodeLabel], list[tuple[str, str]]]:
+    """The picture's content: one label per node (in topological order) and the (parent, child) edges.
+    `variables` ({module: variables}, e.g. a saved checkpoint's) replaces the modules' own state."""
     labels = []
     for node in program.nodes:
         module = node.module
@@ -79,10 +80,12 @@ def describe(program, show_module_names: bool = True, show_schemas: bool = True,
             for name, info in node.data_model.model_fields.items():
                 line = f"{name}: {_type_name(info.annotation)}"
                 label.fields.append(f"{line} - {info.description}" if info.description else line)
-        variables = module.get_variables() if module is not None else None
-        label.trainable = None if module is None else variables is not None
+        state = module.get_variables() if module is not None else None
+        if state is not None and variables and node.name in variables:
+            state = variables[node.name]
+        label.trainable = None if module is None else state is not None
         if show_trainable and module is not None:
-            label.state = f"trainable: {_state_size(variables)}" if variables is not None else "not trainable"
+            label.state = f"trainable: {_state_size(state)}" if state is not None else "not trainable"
         labels.append(label)
     edges = [(parent.name, node.name) for node in program.nodes for parent in node.parents]
     return labels, edges
@@ -100,10 +103,11 @@ def _mermaid_text(text: str) -> str:
     return text.replace("#", "#35;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
 
 
-def mermaid(program, show_module_names: bool = True, show_schemas: bool = True, show_trainable: bool = True) -> str:
+def mermaid(program, show_module_names: bool = True, show_schemas: bool = True, show_trainable: bool = True,
+            variables: dict | None = None) -> str:
     """The graph as a Mermaid flowchart (the body of a ```mermaid block): one node per module or
     input with the same lines as the PNG, one arrow per edge, trainable modules styled green."""
-    labels, edges = describe(program, show_module_names, show_schemas, show_trainable)
+    labels, edges = describe(program, show_module_names, show_schemas, show_trainable, variables)
     lines = ["flowchart TD"]
     for label in labels:
         parts = [f"<b>{_mermaid_text(label.title)}</b>"]
@@ -186,7 +190,8 @@ def _layers(labels, edges) -> tuple[list[list[str]], list[list[str]]]:
     return layers, chains
 
 
-def program_figure(program, show_module_names: bool = True, show_schemas: bool = True, show_trainable: bool = True):
+def program_figure(program, show_module_names: bool = True, show_schemas: bool = True, show_trainable: bool = True,
+                   variables: dict | None = None):
     """The picture as a matplotlib Figure (nothing written). Boxes carry gid "node:<name>", arrows
     "edge:<parent>-><child>", so tests and notebooks can read what was drawn."""
     # matplotlib only here: `mermaid` and `describe` stay cheap to import
@@ -196,7 +201,7 @@ def program_figure(program, show_module_names: bool = True, show_schemas: bool =
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
     from matplotlib.path import Path as MplPath
 
-    labels, edges = describe(program, show_module_names, show_schemas, show_trainable)
+    labels, edges = describe(program, show_module_names, show_schemas, show_trainable, variables)
     by_name = {label.name: label for label in labels}
     renderer = RendererAgg(10, 10, DPI)
     props = {k: FontProperties(family=fam, weight=w, size=s) for k, (s, w, fam) in _FONTS.items()}
@@ -286,13 +291,13 @@ def program_figure(program, show_module_names: bool = True, show_schemas: bool =
 
 
 def write_program_png(program, path, show_module_names: bool = True, show_schemas: bool = True,
-                      show_trainable: bool = True) -> Path:
+                      show_trainable: bool = True, variables: dict | None = None) -> Path:
     """Draw the program's graph to `path` (PNG, parent folders created, written atomically)."""
     import io
 
     from promptrl.io import atomic_write_bytes
 
-    fig = program_figure(program, show_module_names, show_schemas, show_trainable)
+    fig = program_figure(program, show_module_names, show_schemas, show_trainable, variables)
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, format="png", dpi=DPI)

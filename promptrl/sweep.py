@@ -114,9 +114,8 @@ def write_report(sweep_dir) -> list[dict]:
             return "-"
         if metric in ("failures", "infra_failures"):  # counts: a rate of the test examples, not a score
             return plots.rate_text(mean, row.get("test_examples"))
-        if row.get("nb_runs") == 1:  # one run: no spread to show (not a spread of zero)
-            return f"{mean:.3f}"
-        return f"{mean:.3f} ± {row[f'{phase}_{metric}_std']:.3f}"
+        std = row.get(f"{phase}_{metric}_std")  # run_summary leaves it out for one run: no spread to show
+        return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
 
     header = ["job", *params, "status", *[f"baseline {m}" for m in metrics], *[f"final {m}" for m in metrics],
               "paired Δ reward [95% CI]", "best val_reward", "LM calls", "tokens", "cost (USD)", "wall time (s)"]

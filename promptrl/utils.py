@@ -53,14 +53,12 @@ def plot_history(history, to_file: str = "training_history.png", to_folder: str 
     `records()`, or a Keras-style `{"reward": [...], "val_reward": [...]}` dict)."""
     from promptrl.plots import plot_history as draw
 
-    if hasattr(history, "records"):  # fit's History counts epochs from 0; the plots from 1, as history.jsonl
-        records = [{**r, "epoch": r["epoch"] + 1} for r in history.records()]
-    elif isinstance(history, dict):  # Keras' history.history: one list per key
+    if isinstance(history, dict):  # Keras' history.history: one list per key
         keys = list(history)
         records = [{"epoch": i + 1, **{k: history[k][i] for k in keys}} for i in range(len(history[keys[0]]))] \
             if keys else []
-    else:
-        records = list(history)
+    else:  # fit's History or its records: plots.history_records numbers the epochs as history.jsonl does
+        records = history
     return draw(records, _target(to_file, to_folder), title=title)
 
 

@@ -112,7 +112,7 @@ def test_utils_plots_take_what_the_seed_passes_them(tmp_path, monkeypatch):
         history.on_epoch_end(epoch, {"reward": value, "val_reward": value + 0.1})
     path = promptrl.utils.plot_history(history, to_folder=tmp_path, to_file="h.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
-    records = seen["plot_history"][0]
+    records = promptrl.plots.history_records(seen["plot_history"][0])  # what the plot draws
     assert [r["epoch"] for r in records] == [1, 2]  # epochs counted from 1, as in history.jsonl
     assert [r["val_reward"] for r in records] == [0.35, 0.6]
     promptrl.utils.plot_history({"reward": [0.1, 0.2], "val_reward": [0.2, 0.3]}, to_folder=tmp_path)  # Keras dict

@@ -101,8 +101,8 @@ class LocalTransport:
         """The batch engine for this model file and settings, started on first use."""
         from promptrl.engine.local_batch import BatchEngine
 
-        path = local_model_path(self.lm.model, self.lm.model_path)
-        key = (path, self.lm.n_ctx, self.lm.n_threads, self.lm.concurrency)
+        key = self._engine_key()
+        path = key[0]
         with self._lock:
             if key not in self._engines:
                 # The engine decodes in a context of its own: this Llama only tokenizes and renders
@@ -117,6 +117,10 @@ class LocalTransport:
                 self._engines[key] = BatchEngine(llama, slots=self.lm.concurrency, n_ctx=self.lm.n_ctx,
                                                  slot_ctx=min(slot_ctx, self.lm.n_ctx))
             return self._engines[key]
+
+    def _engine_key(self) -> tuple:
+        return (local_model_path(self.lm.model, self.lm.model_path), self.lm.n_ctx, self.lm.n_threads,
+                self.lm.concurrency)
 
     @classmethod
     def _close_engines(cls) -> None:
@@ -151,8 +155,7 @@ class LocalTransport:
 
         from promptrl.engine.local_batch import DoesNotFit
 
-        engine = self._engines.get((local_model_path(self.lm.model, self.lm.model_path), self.lm.n_ctx,
-                                    self.lm.n_threads, self.lm.concurrency))
+        engine = self._engines.get(self._engine_key())
         if engine is None:
             engine = await asyncio.to_thread(self._engine)
         grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)

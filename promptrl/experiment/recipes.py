@@ -245,7 +245,7 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
             history = logger.records
             if any("reward" in record for record in history):  # at least one training epoch to draw
                 plots.plot_history(history, out / "history.png", title=f"Training history - {cfg.task_name}", **figure)
-            checkpoint = next((c for c in callbacks if isinstance(c, ProgramCheckpoint) and c.best_path), None)
+            checkpoint = _best_checkpoint(callbacks)
             if checkpoint is not None:
                 best = {"path": checkpoint.best_path, "epoch": checkpoint.best_epoch,
                         "monitor": checkpoint.monitor, "value": checkpoint.best}
@@ -280,10 +280,13 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
                 usage["budget"] = budget.report()
             atomic_write_json(out / "usage.json", usage)
             notes = [] if optimizer else ["", "No optimizer: baseline evaluations only (add +optimizer=random_few_shot)."]
+            best_checkpoint = _best_checkpoint(callbacks)
             write_report(out, f"promptrl train: {cfg.task_name}", {"baseline": baseline, "trained": final},
                          test_size=len(test), comparison=comparison, history=history, best=best, usage=usage,
                          program=program, status=status, notes=notes, reason=reason, setup=report_setup,
-                         chance=chance, prompts=saved_prompts(out, _best_path(callbacks), final is not None, training))
+                         chance=chance,
+                         prompts=saved_prompts(out, best_checkpoint.best_path if best_checkpoint else None,
+                                               final is not None, training))
         finally:  # status.json never stays 'running' after the run ended, whatever failed above
             run_status.end(status, reason)
             _end_tracking(tracker, status, reason, {"baseline": baseline, "final": final}, comparison=comparison,
@@ -452,9 +455,9 @@ def _end_tracking(tracker, status: str, reason: str, phases: dict | None = None,
                                                         usage=usage, history=history), usage=usage)
 
 
-def _best_path(callbacks) -> str | None:
-    """The best checkpoint written so far (also when the run stopped before reloading it)."""
-    return next((c.best_path for c in callbacks if isinstance(c, ProgramCheckpoint) and c.best_path), None)
+def _best_checkpoint(callbacks) -> ProgramCheckpoint | None:
+    """The checkpoint callback that has written a best checkpoint (also when the run stopped before reloading it)."""
+    return next((c for c in callbacks if isinstance(c, ProgramCheckpoint) and c.best_path), None)
 
 
 class FailureBudget(Callback):

@@ -411,15 +411,8 @@ def _program_section(out: Path, program, variables: dict | None) -> list[str]:
     from promptrl.program_picture import mermaid, write_program_png
 
     try:
-        current = program.trainable_variables
-        if variables:
-            program.set_trainable_variables(variables)
-        try:
-            write_program_png(program, out / "program.png")
-            graph = mermaid(program)
-        finally:
-            if variables:
-                program.set_trainable_variables(current)
+        write_program_png(program, out / "program.png", variables=variables)
+        graph = mermaid(program, variables=variables)
     except Exception as error:  # noqa: BLE001 - the numbers matter more than the picture
         return [f"(the program's picture could not be drawn: {type(error).__name__}: {error})"]
     return ["![Program](program.png)", "", "```mermaid", graph.rstrip("\n"), "```"]
