@@ -47,6 +47,7 @@ def _promptrl_program(url: str, n: int, c: int, optimizer=None):
     import aiohttp  # noqa: F401 - imported before timing, as the bare clients do (first_call counts it)
 
     import promptrl
+    import promptrl.trainer  # noqa: F401 - the evaluate loop's code, loaded before timing (first_call counts imports)
 
     class Question(promptrl.DataModel):
         question: str
@@ -205,6 +206,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32,128")
     parser.add_argument("--clients", help="comma-separated subset, e.g. promptrl,dspy")
     parser.add_argument("--dspy-python", help="a Python with dspy installed (e.g. a venv of its own)")
+    parser.add_argument("--out", default=str(HERE / "results" / "engine.md"),
+                        help="where the table goes (+ .json beside it); e.g. /tmp/engine.md for a trial run")
     parser.add_argument("--child")
     parser.add_argument("--url")
     parser.add_argument("--c", type=int, default=1)
@@ -212,6 +215,7 @@ def main() -> None:
     if args.child:
         return child(args)
 
+    load_before = os.getloadavg()  # other work on the machine moves every figure: say how busy it was
     server = subprocess.Popen([sys.executable, str(HERE / "mock_openai.py"), "--delay", str(DELAY)],
                               stdout=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{int(server.stdout.readline().split()[-1])}/v1"
@@ -245,7 +249,9 @@ def main() -> None:
 
     lines = [f"# Engine benchmark: {DELAY * 1000:.0f} ms mock server, medians of {args.repeat} runs",
              "", f"N={args.n} questions (c=1: {args.n_serial}); efficiency = ideal wall (N x {DELAY} s / c) / "
-             "measured wall; CPU and RSS of the client process.", "",
+             "measured wall; CPU and RSS of the client process. Load average (1, 5, 15 min) at start "
+             f"{' '.join(f'{x:.2f}' for x in load_before)}, at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
+             "",
              "| client | " + " | ".join(f"eff. c={c}" for c in levels) + " | client CPU ms/example | peak RSS MB |",
              "|---" * (len(levels) + 3) + "|"]
     for client in clients:
@@ -256,18 +262,19 @@ def main() -> None:
     lines += ["", f"fit (RandomFewShot, {args.n} examples, batch 32, c=32): efficiency "
               f"{'-' if fit_efficiency is None else f'{fit_efficiency:.2f}'}",
               f"import promptrl + first call: {'-' if first is None else f'{first:.2f}'} s", ""]
-    if ("promptrl", 32) in rows and ("httpx", 32) in rows and rows[("httpx", 32)]["efficiency"]:
+    for bare in ("httpx", "aiohttp"):
         for c in levels:
-            p, h = rows[("promptrl", c)]["efficiency"], rows[("httpx", c)]["efficiency"]
+            p, h = rows.get(("promptrl", c), {}).get("efficiency"), rows.get((bare, c), {}).get("efficiency")
             if p and h:
-                lines.append(f"- c={c}: promptrl / bare httpx efficiency = {p / h:.2f}x")
+                lines.append(f"- c={c}: promptrl / bare {bare} efficiency = {p / h:.2f}x")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    (out / "engine.md").write_text(text)
-    (out / "engine.json").write_text(json.dumps({"rows": {f"{k[0]} c={k[1]}": v for k, v in rows.items()},
-                                                 "fit_efficiency": fit_efficiency, "first_call_s": first}, indent=2))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(
+        {"rows": {f"{k[0]} c={k[1]}": v for k, v in rows.items()}, "fit_efficiency": fit_efficiency,
+         "first_call_s": first, "load_average": {"start": load_before, "end": os.getloadavg()}}, indent=2))
 
 
 if __name__ == "__main__":

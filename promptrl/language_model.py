@@ -2,7 +2,7 @@
 
 `LanguageModel.generate(messages, output_model, seed)` returns a validated instance of
 `output_model` or raises `PredictionError`. Each call is accounted in `usage`.
-Concurrency is bounded by one semaphore per language model (`concurrency`).
+Calls in flight are bounded by one adaptive window per language model (`concurrency` at most).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import pydantic
@@ -44,6 +44,8 @@ SETTING_KEYS = ("temperature", "max_tokens", "concurrency", "timeout", "num_retr
                 "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty", "stop")
 TRANSPORTS = ("auto", "http", "litellm")
 
+# A Completion's fields, as the reply cache stores them (dataclasses.asdict deep-copies: ~3x slower).
+_COMPLETION_FIELDS = tuple(f.name for f in fields(Completion))
 _PROCESS = uuid.uuid4().hex  # tags reply-cache entries: a hit from another process was paid by an earlier run
 
 _ROLE: contextvars.ContextVar[str | None] = contextvars.ContextVar("promptrl_usage_role", default=None)
@@ -273,7 +275,7 @@ class LanguageModel:
             raise LanguageModelUnavailable(self._tripped)
 
         try:
-            completion = await self._request(messages, output_model, schema, seed)
+            completion, latency = await self._request(messages, output_model, schema, seed)
         except (UserError, BudgetReached):  # a setting that cannot work, or the budget: stop, do not score 0
             raise
         except Exception as error:  # noqa: BLE001 - classified below by what it is, not when it happens
@@ -303,9 +305,10 @@ class LanguageModel:
                 "check the language_model settings and the provider's API key") from error
         self._consecutive_infra_failures = 0
         self._account(calls=1, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
-                      cost=completion.cost)
+                      cost=completion.cost, latency_s=latency)  # time on the wire, not waiting for a slot
         if cache is not None:  # the raw reply: a replay fails validation exactly where the original did
-            cache[key] = json.dumps({"promptrl_reply": 2, "process": _PROCESS, **asdict(completion)})
+            cache[key] = json.dumps({"promptrl_reply": 2, "process": _PROCESS,
+                                     **{name: getattr(completion, name) for name in _COMPLETION_FIELDS}})
         return self._validated(completion, output_model)
 
     def _replay(self, cache, key: str) -> Completion | None:
@@ -337,9 +340,10 @@ class LanguageModel:
             raise PredictionError(f"{self.model}: output failed validation: {error.errors()[0]['msg']}") from None
 
     async def _request(self, messages, output_model, schema, seed):
-        """One call: the first attempt directly (the common case costs no retry machinery), then
-        attempts with backoff on transient errors (tenacity). Each attempt holds a slot of the
-        adaptive window, which is free while waiting to retry."""
+        """One call -> (completion, latency of its successful attempt): the first attempt directly
+        (the common case costs no retry machinery), then attempts with backoff on transient errors
+        (tenacity). Each attempt holds a slot of the adaptive window, which is free while waiting
+        to retry."""
         try:
             return await self._attempt(messages, output_model, schema, seed)
         except Exception as error:  # noqa: BLE001 - classified right below
@@ -380,10 +384,9 @@ class LanguageModel:
                             f"({' '.join(str(error).split())[:160]}); use structured_output=auto") from error
                     raise
                 latency = time.perf_counter() - started
-                self._account(latency_s=latency)  # time on the wire, not waiting for a slot
                 self.limiter.on_success(latency)
                 self.structured.confirm(mode)
-                return completion
+                return completion, latency  # accounted with the call, in one step
 
 
 def provider_of(model: str) -> str:

@@ -205,3 +205,82 @@ def test_schema_violating_and_truncated_replies_are_failed_predictions_counted_o
     assert [p.failure for p in predictions] == [None, "invalid", "invalid"]
     assert "max_tokens" in predictions[2].error
     assert (lm.usage.calls, lm.usage.failures, lm.usage.retries) == (3, 2, 0) and len(recorder.requests) == 3
+
+
+def test_the_body_is_what_the_messages_settings_and_format_say_and_follows_new_prompts(server):
+    """The lean transport writes the body from parts encoded once (settings, response_format, the
+    prompt prefix): a changed prompt, or a message edited in place, must reach the server."""
+    url, recorder = server
+    lm = openai_lm(url, top_p=0.5, extra_body={"top_k": 3}, extra_headers={"X-Trace": "t1"})
+    program, dataset = sentiment_program(lm)
+    generator = program.nodes[-1].module
+    x = [dataset.input_data_model(text="great day")]
+    asyncio.run(program.predict(x, seed=1))
+    generator.instructions = "Judge the sentiment, please."
+    asyncio.run(program.predict(x, seed=1))
+    first, second = (r["body"] for r in recorder.requests)
+    assert first["messages"][0]["content"] != second["messages"][0]["content"]
+    assert second["messages"][0]["content"].startswith("Judge the sentiment, please.")
+    assert second["messages"][1:] == first["messages"][1:] and second["messages"][-1]["role"] == "user"
+    assert (second["top_p"], second["top_k"], second["max_tokens"], second["model"]) == (0.5, 3, 256, "gpt-4o-mini")
+    assert isinstance(second["seed"], int) and second["response_format"]["type"] == "json_schema"
+    headers = recorder.requests[-1]["headers"]
+    assert headers["content-type"] == "application/json" and headers["x-trace"] == "t1"
+    assert headers["authorization"] == "Bearer sk-test-not-a-real-key"
+
+    from promptrl.language_model import schema_of
+
+    messages = [{"role": "system", "content": "Say positive."}, {"role": "user", "content": '{"text": "é"}'}]
+    output = dataset.output_data_model
+    asyncio.run(lm.generate(messages, output))
+    messages[0]["content"] = "Say negative."  # the same dict, edited in place
+    asyncio.run(lm.generate(messages, output, seed=7))
+    bodies = [r["body"] for r in recorder.requests[-2:]]
+    assert [b["messages"] for b in bodies] == [[{**messages[0], "content": "Say positive."}, messages[1]], messages]
+    assert "seed" not in bodies[0] and bodies[1]["seed"] == 7
+    assert bodies[0]["response_format"]["json_schema"]["schema"] == schema_of(output)
+
+
+def test_prices_are_read_from_the_table_entry_alone_and_agree_with_the_whole_table(tmp_path, monkeypatch):
+    import json
+
+    from promptrl.engine import prices
+
+    table = {"gpt-x": {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6},
+             "openai/gpt-y": {"input_cost_per_token": 3e-6, "output_cost_per_token": 4e-6, "notes": "like gpt-x"},
+             "odd/layout": {"input_cost_per_token": 5e-6, "output_cost_per_token": 6e-6},
+             "twice": {"input_cost_per_token": 7e-6}}
+    text = json.dumps(table, indent=4)
+    text = text.replace('\n    "odd/layout"', '\n"odd/layout"')  # a line litellm's file has at column 0
+    text = text[:-2] + ',\n    "twice": {"input_cost_per_token": 8e-6}\n}'  # a duplicate: the last one counts
+    path = tmp_path / "table.json"
+    path.write_text(text)
+    monkeypatch.setattr(prices, "_table_path", lambda: path)
+    for cached in (prices._table, prices.price_per_token):
+        cached.cache_clear()
+    try:
+        assert prices.price_per_token("openai/gpt-y") == (3e-6, 4e-6)
+        assert prices.price_per_token("hosted_vllm/my-own-model") == (0.0, 0.0)
+        assert prices._table.cache_info().currsize == 0  # found, or named nowhere: no whole-table parse
+        assert prices.price_per_token("openai/gpt-x") == (1e-6, 2e-6)  # named in a note too: parsed whole
+        assert prices.price_per_token("odd/layout") == (5e-6, 6e-6)
+        assert prices.price_per_token("twice") == (8e-6, 0.0)
+    finally:
+        for cached in (prices._table, prices.price_per_token):
+            cached.cache_clear()
+
+
+def test_import_promptrl_loads_only_the_call_path():
+    """`import promptrl` + a first call stays fast: no litellm, datasets, optimizers or retry library
+    until used; the lazily imported parts are still there by name."""
+    import subprocess
+    import sys
+
+    code = ("import sys, promptrl; loaded = set(sys.modules); "
+            "heavy = [m for m in ('litellm', 'tenacity', 'pandas', 'matplotlib', 'rich', 'promptrl.datasets', "
+            "'promptrl.optimizers', 'promptrl.metrics', 'aiohttp') if m in loaded]; "
+            "assert not heavy, heavy; "
+            "from promptrl import datasets; promptrl.rewards.ExactMatch(); promptrl.optimizers.RandomFewShot; "
+            "assert 'rewards' in dir(promptrl); print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

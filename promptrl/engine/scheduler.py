@@ -10,8 +10,10 @@ import asyncio
 import collections
 import random
 import time
+from typing import TYPE_CHECKING
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+if TYPE_CHECKING:
+    from tenacity import AsyncRetrying
 
 _TRANSIENT = ("Timeout", "RateLimit", "ServiceUnavailable", "InternalServer", "APIError", "BadGateway")
 _OVERLOAD = ("Timeout", "RateLimit", "ServiceUnavailable")
@@ -107,8 +109,11 @@ def backoff(attempt: int, error: BaseException | None) -> float:
     return min(MAX_WAIT_S, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
 
 
-def retrying(num_retries: int, before_sleep=None, attempts_before: int = 0) -> AsyncRetrying:
+def retrying(num_retries: int, before_sleep=None, attempts_before: int = 0) -> "AsyncRetrying":
     """Up to `num_retries` more attempts; `attempts_before` made already (the backoff keeps doubling)."""
+    # Imported on the first retry: a call that succeeds at once never needs it.
+    from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
     return AsyncRetrying(
         stop=stop_after_attempt(num_retries + 1),
         retry=retry_if_exception(is_retryable),
