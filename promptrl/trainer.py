@@ -142,32 +142,52 @@ def stream_window(program) -> int:
 async def predict(program, x, batch_size: int = 8, seed: int | None = None, callbacks=None) -> list[Prediction]:
     """Every example's Prediction, in the order of `x`. `batch_size` is kept for the Keras
     signature; calls stream through the language models' concurrency window instead."""
+    return await _stream(program, [(i, example, seed) for i, example in enumerate(x)], callbacks)
+
+
+async def _stream(program, items: list[tuple[int, Any, int | None]], callbacks) -> list[Prediction]:
+    """The Prediction of each (index, x, seed), in the order of `items`, streamed through the window."""
     callbacks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks, program)
-    callbacks.on_test_begin(len(x))
-    results: list[Prediction | None] = [None] * len(x)
-    pending = iter(range(len(x)))
+    callbacks.on_test_begin(len(items))
+    results: list[Prediction | None] = [None] * len(items)
+    pending = iter(range(len(items)))
     done = 0
 
     async def worker():
         nonlocal done
-        for i in pending:  # shared by the workers: each takes the next example as it frees up
-            results[i] = await _run_one(program, i, x[i], seed, False)
+        for k in pending:  # shared by the workers: each takes the next example as it frees up
+            index, example, seed = items[k]
+            results[k] = await _run_one(program, index, example, seed, False)
             done += 1
             callbacks.on_test_batch_end(done)
 
-    await run_all(worker() for _ in range(min(stream_window(program), len(x))))
+    await run_all(worker() for _ in range(min(stream_window(program), len(items))))
     callbacks.on_test_end()
     return results
+
+
+async def evaluate_runs(program, x, y, seeds: list[int | None], callbacks=None) -> list[tuple[dict, list[Prediction]]]:
+    """One evaluation per seed, as `evaluate(..., seed, return_predictions=True)` gives each.
+
+    The runs' calls go example by example (example 0 of every run, then example 1, ...): the calls
+    of one example share their whole prompt, so a prompt cache (the embedded model's slots, a
+    server's prefix cache) evaluates it once for all runs instead of once per run."""
+    if program.reward is None and not program.metrics:
+        raise UserError("evaluate needs a reward or metrics: call program.compile(reward=..., metrics=[...]) first")
+    _check_data(x, y, "evaluate")
+    items = [(i, example, seed) for i, example in enumerate(x) for seed in seeds]
+    predictions = await _stream(program, items, callbacks)
+    runs = []
+    for r in range(len(seeds)):
+        scored = await score(program, predictions[r::len(seeds)], y)
+        runs.append((summarize(scored, program), scored))
+    return runs
 
 
 async def evaluate(program, x, y, batch_size: int = 8, seed: int | None = None, callbacks=None,
                    return_predictions: bool = False):
     """Mean reward and metrics over (x, y). Needs `program.compile(reward=...)` first."""
-    if program.reward is None and not program.metrics:
-        raise UserError("evaluate needs a reward or metrics: call program.compile(reward=..., metrics=[...]) first")
-    _check_data(x, y, "evaluate")
-    predictions = await score(program, await predict(program, x, batch_size, seed, callbacks), y)
-    logs = summarize(predictions, program)
+    [(logs, predictions)] = await evaluate_runs(program, x, y, [seed], callbacks)
     return (logs, predictions) if return_predictions else logs
 
 

@@ -66,11 +66,11 @@ def local_model_path(model: str, model_path: str | None) -> str:
 class LocalTransport:
     """llama-cpp-python in-process, JSON-schema constrained decoding.
 
-    With `concurrency` 1 each call runs `create_chat_completion` on one llama.cpp context,
-    serialized by a lock (a context is not thread-safe). With `concurrency` N > 1 the calls in
-    flight are decoded together, N sequences per `llama_decode` in one context
-    (engine/local_batch.py): same outputs at temperature 0, several times the calls per second.
-    The model is loaded once per process and shared by every LanguageModel using it.
+    Calls run on the batch engine (engine/local_batch.py): `concurrency` N calls decoded together
+    in one llama.cpp context, the shared prompt prefix evaluated once, drafts from earlier replies
+    checked in the same decode. Its replies are those `create_chat_completion` gives on the same
+    settings, whatever N; a call too long for a slot runs there (DoesNotFit). The model is loaded
+    once per process and shared by every LanguageModel using it.
     """
 
     _models: dict[tuple, Any] = {}
@@ -88,7 +88,11 @@ class LocalTransport:
             from llama_cpp import Llama
         except ImportError:
             raise UserError("the local model needs llama-cpp-python; run `make install`") from None
-        return Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+        from promptrl.engine.local_batch import UBATCH
+
+        # the batch engine's settings, so a call too long for a slot gets the same reply here
+        return Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, flash_attn=True, n_ubatch=UBATCH,
+                     verbose=False)
 
     def _llama(self):
         path = local_model_path(self.lm.model, self.lm.model_path)
@@ -169,9 +173,7 @@ class LocalTransport:
 
     async def complete(self, messages, output_model, schema, seed, response_format=None) -> Completion:
         # The schema is always enforced by a grammar here: response_format does not apply.
-        if self.lm.concurrency > 1:
-            return await self._complete_batched(messages, schema, seed)
-        return await asyncio.to_thread(self._complete_sync, messages, schema, seed)
+        return await self._complete_batched(messages, schema, seed)
 
 
 def _quiet_litellm(litellm) -> None:

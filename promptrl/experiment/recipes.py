@@ -36,23 +36,22 @@ from promptrl.language_model import SETTING_KEYS, LanguageModel, provider_of
 from promptrl.program import Program, read_state
 from promptrl.secrets import scrub_config
 from promptrl.seeding import derive_seed
-from promptrl.trainer import check_monitors, evaluate
+from promptrl.trainer import check_monitors, evaluate_runs
 
 
 async def run_evaluations(program, split, cfg, phase: str, out: Path, progress: bool, log: Callable,
                           status: RunStatus | None = None) -> dict:
-    """NB_RUNS evaluations of the test split, run i with seed derive_seed(seed, "run", i).
+    """NB_RUNS evaluations of the test split, run i with seed derive_seed(seed, "run", i), their calls
+    interleaved example by example (trainer.evaluate_runs).
 
     Baseline and final use the same run seeds, so the comparison is paired.
     """
-    runs, seeds, rewards, rows = [], [], [], []
-    for i in range(cfg.nb_runs):
-        seed = derive_seed(cfg.seed, "run", i)
-        callbacks = [ProgressBar(f"{phase} run {i + 1}/{cfg.nb_runs} ")] if progress else []
-        logs, predictions = await evaluate(program, split.x, split.y, cfg.batch_size, seed, callbacks,
-                                           return_predictions=True)
+    seeds = [derive_seed(cfg.seed, "run", i) for i in range(cfg.nb_runs)]
+    callbacks = [ProgressBar(f"{phase} runs 1-{cfg.nb_runs} ")] if progress else []
+    evaluations = await evaluate_runs(program, split.x, split.y, seeds, callbacks)
+    runs, rewards, rows = [], [], []
+    for i, (logs, predictions) in enumerate(evaluations):
         runs.append(logs)
-        seeds.append(seed)
         rewards.append([None if p.failure == "infrastructure" else p.reward for p in predictions])
         rows += [{"run": i, "index": p.index, "input": p.x.model_dump(), "target": p.y_true.model_dump(),
                   "prediction": p.y_pred.model_dump() if p.y_pred is not None else None,
@@ -64,7 +63,7 @@ async def run_evaluations(program, split, cfg, phase: str, out: Path, progress: 
         try:
             check_failure_budget(f"{phase} run {i + 1}", logs["infra_failures"], len(predictions),
                                  cfg.max_failure_rate)
-        finally:  # the predictions paid for so far are kept, also when the budget stops the run
+        finally:  # the predictions paid for are kept, also when the failure budget stops the run
             atomic_write_text(out / f"{phase}_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     result = aggregate(phase, runs, seeds, rewards)
     atomic_write_json(out / f"{phase}.json", result)
