@@ -40,7 +40,7 @@ install-browser:  ## Debian's Chromium, for the test that opens report.html head
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update
 	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
-train: install  ## the main job: default offline experiment on the embedded model (~2 min)
+train: install  ## the main job: default offline experiment on the embedded model (~1 min)
 	$(BIN)/promptrl train +optimizer=random_few_shot
 
 seed-script: install  ## the Synalinks-style Python script on the offline task

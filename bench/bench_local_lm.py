@@ -1,15 +1,18 @@
 """Benchmark the embedded model path; prints medians and ratios measured in this one run.
 
 1. decoding speed, free vs under the JSON-schema grammar, per token (a 1-token call separates
-   prompt processing from decoding): llama-cpp-python's grammar sampler (sequential path) and the
-   batch engine's (grammar checked on the sampled token, engine/local_batch.py);
-2. calls/s through LanguageModel.generate at concurrency 1/2/4/8 on few-shot sentiment prompts
-   (concurrency 1: one call at a time, create_chat_completion; > 1: the batch engine), each in a
-   process of its own so its peak RSS is its own; outputs compared with concurrency 1;
-3. the shared-prefix saving: prompt tokens the batch engine evaluated vs reused from a slot;
-4. the cost of building the grammar and promptrl's per-call overhead.
+   prompt processing from decoding): llama-cpp-python's grammar sampler (create_chat_completion)
+   and the batch engine's (grammar checked on the best candidates, engine/local_batch.py), drafts off;
+2. calls/s on few-shot sentiment prompts at temperature 0.3: create_chat_completion one call at a
+   time (the path before the batch engine), then LanguageModel.generate at concurrency 1/2/4/8
+   (the batch engine with drafts), each in a process of its own so its peak RSS is its own;
+   replies compared with create_chat_completion's;
+3. the shared-prefix saving (prompt tokens evaluated vs reused from a slot) and the drafts (tokens
+   guessed, tokens confirmed, llama_decode calls per reply);
+4. the cost of building the grammar and promptrl's per-call overhead;
+5. `make train`'s phases (baseline runs, fit, final runs) and its result, run as a user runs it.
 
-    make bench      # or: .venv/bin/python bench/bench_local_lm.py [--calls 10] [--examples 48] [--repeat 2]
+    make bench      # or: .venv/bin/python bench/bench_local_lm.py [--calls 10] [--examples 48] [--repeat 2] [--no-train]
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from datetime import datetime
+from pathlib import Path
 
 from llama_cpp import LlamaGrammar
 
@@ -58,7 +65,8 @@ def decoding_speed(calls: int) -> None:
     messages = generator.render_messages(dataset.x_test[0].model_dump())
     schema = json.dumps(dataset.output_data_model.model_json_schema())
     llama = LocalTransport(lm)._llama()
-    engine = BatchEngine(LocalTransport._load(llama.model_path, 256, None), slots=1, n_ctx=2048)
+    # drafts off: the same prompt again would be drafted whole from the previous reply
+    engine = BatchEngine(LocalTransport._load(llama.model_path, 256, None), slots=1, n_ctx=2048, max_draft=0)
 
     def sequential(max_tokens: int, grammar: bool) -> int:
         out = llama.create_chat_completion(
@@ -86,25 +94,34 @@ def decoding_speed(calls: int) -> None:
     engine.close()
     t_build, _ = median_time(lambda: LlamaGrammar.from_json_schema(schema, verbose=False), calls)
     t_promptrl, _ = median_time(lambda: asyncio.run(lm.generate(messages, dataset.output_data_model)), calls)
-    t_direct, _ = median_time(lambda: sequential(48, True), calls)
-    print(f"4. building the grammar: {t_build * 1000:.2f} ms; LanguageModel.generate / direct grammar call: "
-          f"{t_promptrl / t_direct:.2f}x")
+    own = LocalTransport._engines[LocalTransport(lm)._engine_key()]  # the engine generate used
+    t_direct, _ = median_time(lambda: own.submit(messages, LlamaGrammar.from_json_schema(schema, verbose=False),
+                                                 lm.temperature, lm.max_tokens, None).result(), calls)
+    print(f"4. building the grammar: {t_build * 1000:.2f} ms; LanguageModel.generate / the same call on the batch "
+          f"engine directly: {t_promptrl / t_direct:.2f}x")
 
 
 def worker(concurrency: int, examples: int, repeat: int) -> dict:
-    """Calls/s of LanguageModel.generate at this concurrency (in a process of its own)."""
-    lm = LanguageModel(max_tokens=48, concurrency=concurrency, temperature=0.0)
+    """Calls/s at this concurrency (in a process of its own); 0: create_chat_completion one call at a
+    time, as LocalTransport ran before the batch engine."""
+    lm = LanguageModel(max_tokens=48, concurrency=max(concurrency, 1), temperature=0.3)
     dataset, generator = few_shot_generator(lm)
     pool = dataset.x_test + dataset.x_train[3:]
     messages = [generator.render_messages(x.model_dump()) for x in pool[:examples]]
+    schema = json.dumps(dataset.output_data_model.model_json_schema())
 
     async def run(batch):
+        if concurrency == 0:
+            llama = LocalTransport(lm)._llama()
+            return [dataset.output_data_model.model_validate_json(llama.create_chat_completion(
+                messages=m, grammar=LlamaGrammar.from_json_schema(schema, verbose=False), temperature=0.3,
+                max_tokens=48, seed=i)["choices"][0]["message"]["content"]) for i, m in enumerate(batch)]
         return await asyncio.gather(*(lm.generate(m, dataset.output_data_model, seed=i) for i, m in enumerate(batch)))
 
     asyncio.run(run(messages[:2]))  # warm-up: the model loaded, the demonstrations in the cache
     engine = next(iter(LocalTransport._engines.values()), None)
-    evaluated0 = engine.prompt_tokens_evaluated if engine else 0
-    reused0 = engine.prompt_tokens_reused if engine else 0
+    counters = ("prompt_tokens_evaluated", "prompt_tokens_reused", "tokens_drafted", "tokens_accepted", "decode_calls")
+    before = {name: getattr(engine, name) for name in counters} if engine else {}
     times, outputs = [], None
     for _ in range(repeat):
         start = time.perf_counter()
@@ -114,34 +131,66 @@ def worker(concurrency: int, examples: int, repeat: int) -> dict:
         "concurrency": concurrency, "calls_per_s": examples / statistics.median(times),
         "times": times, "outputs": [o.model_dump() for o in outputs],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "prompt_tokens": lm.usage.prompt_tokens, "completion_tokens": lm.usage.completion_tokens,
-        "evaluated": (engine.prompt_tokens_evaluated - evaluated0) if engine else None,
-        "reused": (engine.prompt_tokens_reused - reused0) if engine else None,
+        "calls": examples * repeat,
+        **({name: getattr(engine, name) - before[name] for name in counters} if engine else {}),
     }
 
 
 def throughput(examples: int, repeat: int, levels: list[int]) -> None:
-    print(f"2. calls/s, LanguageModel.generate, {examples} few-shot sentiment calls (3 demonstrations), "
-          f"temperature 0, median of {repeat} runs, one process per concurrency")
+    print(f"2. calls/s, {examples} few-shot sentiment calls (3 demonstrations), temperature 0.3, median of {repeat} "
+          "runs, one process each")
     results = {}
-    for concurrency in levels:
+    for concurrency in [0, *levels]:
         out = subprocess.run([sys.executable, __file__, "--worker", str(concurrency), "--examples", str(examples),
                               "--repeat", str(repeat)], capture_output=True, text=True, check=True)
         results[concurrency] = json.loads(out.stdout.strip().splitlines()[-1])
-    base = results[levels[0]]
+    base = results[0]
     for concurrency, r in results.items():
         same = sum(a == b for a, b in zip(r["outputs"], base["outputs"]))
-        path = "create_chat_completion" if concurrency == 1 else "batch engine"
-        print(f"   concurrency {concurrency} ({path}): {r['calls_per_s']:5.2f} calls/s "
-              f"({r['calls_per_s'] / base['calls_per_s']:.2f}x), runs {', '.join(f'{t:.1f}' for t in r['times'])} s, "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB ({r['peak_rss_mb'] - base['peak_rss_mb']:+.0f}), "
-              f"outputs identical to concurrency {levels[0]}: {same}/{len(r['outputs'])}")
-    batched = [r for c, r in results.items() if c > 1 and r["evaluated"] is not None]
-    if batched:
-        r = batched[-1]
-        total = r["evaluated"] + r["reused"]
-        print(f"3. shared prefix (concurrency {r['concurrency']}): {r['evaluated']} prompt tokens evaluated, "
-              f"{r['reused']} reused from a slot ({r['reused'] / max(total, 1):.0%} of {total})")
+        path = "create_chat_completion, one at a time" if concurrency == 0 else f"batch engine, concurrency {concurrency}"
+        print(f"   {path:38s}: {r['calls_per_s']:5.2f} calls/s ({r['calls_per_s'] / base['calls_per_s']:.2f}x), "
+              f"runs {', '.join(f'{t:.1f}' for t in r['times'])} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
+              f"replies identical to create_chat_completion's: {same}/{len(r['outputs'])}")
+    for concurrency, r in results.items():
+        if concurrency == 0:
+            continue
+        total = r["prompt_tokens_evaluated"] + r["prompt_tokens_reused"]
+        print(f"3. concurrency {concurrency}: prompt tokens {r['prompt_tokens_evaluated']} evaluated, "
+              f"{r['prompt_tokens_reused']} reused from a slot ({r['prompt_tokens_reused'] / max(total, 1):.0%}); "
+              f"drafts {r['tokens_drafted']} tokens, {r['tokens_accepted']} confirmed "
+              f"({r['tokens_accepted'] / max(r['tokens_drafted'], 1):.0%}); "
+              f"{r['decode_calls'] / r['calls']:.2f} llama_decode calls per reply")
+
+
+_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+)\]\[promptrl\]\[INFO\] - (.*)$")
+
+
+def train_phases() -> None:
+    """`promptrl train +optimizer=random_few_shot` (make train) in a scratch directory; the phases
+    from the timestamps of its log lines."""
+    with tempfile.TemporaryDirectory() as scratch:
+        start = time.perf_counter()
+        out = subprocess.run([str(Path(sys.executable).with_name("promptrl")), "train", "--no-progress",
+                              "+optimizer=random_few_shot"], cwd=scratch, capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - start
+    stamps = [(datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f"), m[2])
+              for m in map(_STAMP.match, (out.stdout + out.stderr).splitlines()) if m]
+
+    def last(prefix):
+        return max(t for t, text in stamps if text.startswith(prefix))
+
+    begin = stamps[0][0]
+    marks = [("baseline runs", last("baseline run")), ("fit", last("reloaded best checkpoint")),
+             ("final runs", last("final run"))]
+    print("5. make train (promptrl train +optimizer=random_few_shot):")
+    previous = begin
+    for name, moment in marks:
+        print(f"   {name:14s} {(moment - previous).total_seconds():6.1f} s")
+        previous = moment
+    print(f"   total wall     {wall:6.1f} s (start-up, plots and report included)")
+    for line in out.stdout.splitlines():
+        if line.startswith(("│ reward", "paired difference")):
+            print("  ", line.strip(" │"))
 
 
 def main() -> None:
@@ -150,13 +199,16 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=48)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--levels", default="1,2,4,8")
-    parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--no-train", action="store_true", help="skip timing make train's phases")
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
+    if args.worker is not None:
         print(json.dumps(worker(args.worker, args.examples, args.repeat)))
         return
     decoding_speed(args.calls)
     throughput(args.examples, args.repeat, [int(c) for c in args.levels.split(",")])
+    if not args.no_train:
+        train_phases()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from promptrl.callbacks import CallbackList, EarlyStopping, HistoryLogger, Progr
 from promptrl.embeddings import EmbeddingModel
 from promptrl.optimizers import RandomFewShot
 from promptrl.testing import ScriptedLanguageModel, last_user_input
-from promptrl.trainer import Prediction, evaluate
+from promptrl.engine.transports import Completion
+from promptrl.trainer import Prediction, evaluate, evaluate_runs
 
 
 class Item(DataModel):
@@ -84,6 +85,31 @@ def test_evaluate_pairs_each_reward_with_its_own_prediction():
         assert prediction.scores["f1_score"] == (1.0 if i in CORRECT else 0.0)
     assert logs["reward"] == pytest.approx(len(CORRECT) / N)
     assert logs["failures"] == 0
+
+
+def test_the_runs_of_an_evaluation_go_example_by_example_and_score_as_separate_evaluations():
+    """evaluate_runs asks example 0 of every run, then example 1, ... (a prompt cache then evaluates
+    each prompt once for all runs); each run still gets the replies and scores of its own seed."""
+    calls: list[tuple[int, int]] = []
+    lm = ScriptedLanguageModel(lambda m, o: {}, concurrency=1)
+
+    async def complete(messages, output_model, schema, seed, response_format=None):
+        i = index_of(messages)
+        calls.append((i, seed))
+        text = json.dumps({"answer": f"label {i}" if (seed + i) % 3 else "wrong"})  # right or wrong by seed
+        return Completion(text=text, prompt_tokens=10, completion_tokens=3)
+
+    lm._transport.complete = complete
+    program = build(lm)
+    program.compile(reward=rewards.ExactMatch())
+    xs, ys = make_data(N)
+    runs = asyncio.run(evaluate_runs(program, xs, ys, seeds=[11, 12, 13]))
+    assert [i for i, _ in calls] == [i for i in range(N) for _ in range(3)]
+    for seed, (logs, predictions) in zip([11, 12, 13], runs):
+        alone_logs, alone = asyncio.run(evaluate(program, xs, ys, seed=seed, return_predictions=True))
+        assert logs == alone_logs
+        assert [(p.index, p.y_pred, p.reward) for p in predictions] == [(p.index, p.y_pred, p.reward) for p in alone]
+    assert len({logs["reward"] for logs, _ in runs}) > 1  # the premise: the seeds give different runs
 
 
 def test_fit_pairs_rewards_so_the_few_shot_pool_holds_only_correct_answers():
