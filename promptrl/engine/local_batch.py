@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import ctypes
-import math
 import random
 import threading
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -213,7 +211,6 @@ class BatchEngine:
         self.prompt_tokens_reused = 0
         self.decode_calls = 0
         self.tokens_drafted = 0
-        self.timing = {"decode": 0.0, "sample": 0.0, "prepare": 0.0, "tokens": 0}
         self.tokens_accepted = 0
         self._cond = threading.Condition()
         self._stopping = False
@@ -253,10 +250,8 @@ class BatchEngine:
                     break
                 admitted = self._admit()
             try:
-                t0 = time.perf_counter()
                 for seq in admitted:
                     self._prepare(seq)
-                self.timing["prepare"] += time.perf_counter() - t0
                 self._drop_cancelled()
                 self._place_ready()
                 if self.active:
@@ -436,10 +431,7 @@ class BatchEngine:
             batch.n_tokens = n
             if n == 0:
                 return
-            t0 = time.perf_counter()
             status = C.llama_decode(self.ctx, batch)
-            self.timing["decode"] += time.perf_counter() - t0
-            self.timing["tokens"] += n
             if status == 0:
                 break
             if status != 1:
@@ -452,7 +444,6 @@ class BatchEngine:
                 self.prompt_tokens_evaluated += take
             seq.pending = seq.pending[take:]
             accepted, going, token = 0, True, None
-            t0 = time.perf_counter()
             if index >= 0:
                 # sample position by position; each draft token the sampler picks is already in the
                 # cache, so the next position's logits are valid too (same tokens, same draws)
@@ -463,7 +454,6 @@ class BatchEngine:
                         break
                     accepted += 1
                 self._adapt_draft(seq, len(draft), accepted)
-            self.timing["sample"] += time.perf_counter() - t0
             kept = fed + draft[:accepted]
             self.cached[seq.slot] = self.cached[seq.slot] + kept
             seq.n_past += len(kept)
