@@ -208,8 +208,8 @@ def test_schema_violating_and_truncated_replies_are_failed_predictions_counted_o
 
 
 def test_the_body_is_what_the_messages_settings_and_format_say_and_follows_new_prompts(server):
-    """The lean transport writes the body from parts encoded once (settings, response_format, the
-    prompt prefix): a changed prompt, or a message edited in place, must reach the server."""
+    """The body carries the settings, extra body keys and headers, the call's seed and format, and
+    the prompt as it is now: a changed prompt, or a message edited in place, reaches the server."""
     url, recorder = server
     lm = openai_lm(url, top_p=0.5, extra_body={"top_k": 3}, extra_headers={"X-Trace": "t1"})
     program, dataset = sentiment_program(lm)

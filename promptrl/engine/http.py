@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from json.encoder import encode_basestring_ascii as _string
 from typing import TYPE_CHECKING
 
 from promptrl.engine.prices import price_per_token
@@ -30,29 +29,6 @@ PROVIDERS = {
 }
 # Extra settings that go into the request body as they are; headers go to the headers.
 _HEADER_KEYS = ("extra_headers", "headers")
-# Body keys a call sets (an extra setting of the same name is their default).
-_PER_CALL = ("messages", "response_format", "seed")
-_MISSING = object()
-
-
-def _encode_message(message: dict) -> str:
-    """json.dumps(message), written directly for the common all-string message (same text)."""
-    parts = []
-    for key, value in message.items():
-        if type(key) is not str or type(value) is not str:
-            return json.dumps(message)
-        parts.append(f"{_string(key)}: {_string(value)}")
-    return "{" + ", ".join(parts) + "}"
-
-
-def _unchanged(messages: list[dict], snapshot: list[tuple]) -> bool:
-    for message, (held, items) in zip(messages, snapshot):
-        if message is not held or len(message) != len(items):
-            return False
-        for (key, value), (held_key, held_value) in zip(message.items(), items):
-            if key != held_key or value is not held_value:
-                return False
-    return True
 
 
 def serves(model: str) -> bool:
@@ -113,50 +89,15 @@ class HTTPTransport:
                 self.body[name] = value
         self.input_price, self.output_price = price_per_token(lm.model)
         self._sessions: dict[int, tuple] = {}
-        # The body is written from JSON text encoded once: the settings, each response_format and
-        # each prompt prefix (system prompt + demonstrations); per call only the last turn and the
-        # seed are encoded (bench/engine.py: the body was promptrl's largest per-call CPU cost).
-        self._per_call = {key: self.body[key] for key in _PER_CALL if key in self.body}
-        head = {k: v for k, v in self.body.items() if k not in _PER_CALL}
-        self._head = json.dumps(head)[:-1] + (", " if head else "")  # '{"model": "m", ..., '
-        self._formats: dict[int, tuple] = {}  # id(response_format) -> (it, its JSON): the id is held
-        self._prefixes: dict[tuple, tuple] = {}  # ids of the leading messages -> (them, their JSON)
 
     def encode_body(self, messages: list[dict], response_format: dict | None, seed: int | None) -> bytes:
-        """The JSON of {**body, "messages": .., "response_format": .., "seed": ..} (the last two when
-        given), from parts encoded once where they do not change between calls."""
-        parts = [self._head, '"messages": [', self._encode_messages(messages), "]"]
-        if response_format is None:
-            response_format = self._per_call.get("response_format", _MISSING)
-        if response_format is not _MISSING:
-            entry = self._formats.get(id(response_format))
-            if entry is None or entry[0] is not response_format:
-                if len(self._formats) > 64:
-                    self._formats.clear()
-                entry = self._formats[id(response_format)] = (response_format, json.dumps(response_format))
-            parts += [', "response_format": ', entry[1]]
-        if seed is None:
-            seed = self._per_call.get("seed", _MISSING)
-        if seed is not _MISSING:
-            parts += [', "seed": ', str(seed) if type(seed) is int else json.dumps(seed)]
-        parts.append("}")
-        return "".join(parts).encode()
-
-    def _encode_messages(self, messages: list[dict]) -> str:
-        if len(messages) < 2:
-            return ", ".join(map(_encode_message, messages))
-        prefix = messages[:-1]
-        key = tuple(map(id, prefix))
-        entry = self._prefixes.get(key)
-        # The cached text stands while the same dicts hold the same strings: a message edited in
-        # place is encoded again (one holding a list, which could change inside, is never cached).
-        if entry is None or not _unchanged(prefix, entry[0]):
-            if len(self._prefixes) > 256:  # prompts of past optimizer steps
-                self._prefixes.clear()
-            entry = ([(m, tuple(m.items())) for m in prefix], ", ".join(map(_encode_message, prefix)))
-            if all(type(v) is str for m in prefix for v in m.values()):
-                self._prefixes[key] = entry
-        return entry[1] + ", " + _encode_message(messages[-1])
+        """The request body: the settings, the messages, and the call's response_format and seed."""
+        body = {**self.body, "messages": messages}
+        if response_format is not None:
+            body["response_format"] = response_format
+        if seed is not None:
+            body["seed"] = seed
+        return json.dumps(body).encode()
 
     async def _session(self):
         import aiohttp
