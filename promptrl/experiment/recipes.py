@@ -47,7 +47,8 @@ async def run_evaluations(program, split, cfg, phase: str, out: Path, progress: 
     Baseline and final use the same run seeds, so the comparison is paired.
     """
     seeds = [derive_seed(cfg.seed, "run", i) for i in range(cfg.nb_runs)]
-    callbacks = [ProgressBar(f"{phase} runs 1-{cfg.nb_runs} ")] if progress else []
+    runs_label = f"{cfg.nb_runs} run{'s' if cfg.nb_runs != 1 else ''}"
+    callbacks = [ProgressBar(f"{phase} ({runs_label}) ")] if progress else []
     evaluations = await evaluate_runs(program, split.x, split.y, seeds, callbacks)
     runs, rewards, rows = [], [], []
     for i, (logs, predictions) in enumerate(evaluations):
