@@ -4,9 +4,10 @@
    prompt processing from decoding): llama-cpp-python's grammar sampler (create_chat_completion)
    and the batch engine's (grammar checked on the best candidates, engine/local_batch.py), drafts off;
 2. calls/s on few-shot sentiment prompts at temperature 0.3: create_chat_completion one call at a
-   time (the path before the batch engine), then LanguageModel.generate at concurrency 1/2/4/8
-   (the batch engine with drafts), each in a process of its own so its peak RSS is its own;
-   replies compared with create_chat_completion's;
+   time on the settings used before the batch engine and on the engine's (flash attention, 32-token
+   micro-batches), then LanguageModel.generate at concurrency 1/2/4/8 (the batch engine with
+   drafts), each in a process of its own; replies compared with create_chat_completion's on the
+   engine's settings;
 3. the shared-prefix saving (prompt tokens evaluated vs reused from a slot) and the drafts (tokens
    guessed, tokens confirmed, llama_decode calls per reply);
 4. the cost of building the grammar and promptrl's per-call overhead;
@@ -30,10 +31,10 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from llama_cpp import LlamaGrammar
+from llama_cpp import Llama, LlamaGrammar
 
 from promptrl.datasets import load
-from promptrl.engine.transports import LocalTransport
+from promptrl.engine.transports import LocalTransport, local_model_path
 from promptrl.language_model import LanguageModel
 from promptrl.modules import Generator, Input
 
@@ -101,9 +102,13 @@ def decoding_speed(calls: int) -> None:
           f"engine directly: {t_promptrl / t_direct:.2f}x")
 
 
+OLD_PATH, SAME_SETTINGS = 0, -1  # the create_chat_completion workers
+
+
 def worker(concurrency: int, examples: int, repeat: int) -> dict:
-    """Calls/s at this concurrency (in a process of its own); 0: create_chat_completion one call at a
-    time, as LocalTransport ran before the batch engine."""
+    """Calls/s at this concurrency (in a process of its own). OLD_PATH: create_chat_completion one call
+    at a time on the settings LocalTransport used before the batch engine (flash attention off, 512-token
+    micro-batches); SAME_SETTINGS: the same on the engine's settings, whose replies the engine's equal."""
     lm = LanguageModel(max_tokens=48, concurrency=max(concurrency, 1), temperature=0.3)
     dataset, generator = few_shot_generator(lm)
     pool = dataset.x_test + dataset.x_train[3:]
@@ -111,8 +116,9 @@ def worker(concurrency: int, examples: int, repeat: int) -> dict:
     schema = json.dumps(dataset.output_data_model.model_json_schema())
 
     async def run(batch):
-        if concurrency == 0:
-            llama = LocalTransport(lm)._llama()
+        if concurrency <= 0:
+            llama = (LocalTransport(lm)._llama() if concurrency == SAME_SETTINGS
+                     else Llama(model_path=local_model_path(lm.model, None), n_ctx=2048, verbose=False))
             return [dataset.output_data_model.model_validate_json(llama.create_chat_completion(
                 messages=m, grammar=LlamaGrammar.from_json_schema(schema, verbose=False), temperature=0.3,
                 max_tokens=48, seed=i)["choices"][0]["message"]["content"]) for i, m in enumerate(batch)]
@@ -140,19 +146,20 @@ def throughput(examples: int, repeat: int, levels: list[int]) -> None:
     print(f"2. calls/s, {examples} few-shot sentiment calls (3 demonstrations), temperature 0.3, median of {repeat} "
           "runs, one process each")
     results = {}
-    for concurrency in [0, *levels]:
+    for concurrency in [OLD_PATH, SAME_SETTINGS, *levels]:
         out = subprocess.run([sys.executable, __file__, "--worker", str(concurrency), "--examples", str(examples),
                               "--repeat", str(repeat)], capture_output=True, text=True, check=True)
         results[concurrency] = json.loads(out.stdout.strip().splitlines()[-1])
-    base = results[0]
+    base, reference = results[OLD_PATH], results[SAME_SETTINGS]
+    names = {OLD_PATH: "create_chat_completion, before (no flash)", SAME_SETTINGS: "create_chat_completion, engine settings"}
     for concurrency, r in results.items():
-        same = sum(a == b for a, b in zip(r["outputs"], base["outputs"]))
-        path = "create_chat_completion, one at a time" if concurrency == 0 else f"batch engine, concurrency {concurrency}"
-        print(f"   {path:38s}: {r['calls_per_s']:5.2f} calls/s ({r['calls_per_s'] / base['calls_per_s']:.2f}x), "
+        same = sum(a == b for a, b in zip(r["outputs"], reference["outputs"]))
+        path = names.get(concurrency, f"batch engine, concurrency {concurrency}")
+        print(f"   {path:41s}: {r['calls_per_s']:5.2f} calls/s ({r['calls_per_s'] / base['calls_per_s']:.2f}x), "
               f"runs {', '.join(f'{t:.1f}' for t in r['times'])} s, peak RSS {r['peak_rss_mb']:.0f} MB, "
-              f"replies identical to create_chat_completion's: {same}/{len(r['outputs'])}")
+              f"replies identical to create_chat_completion's on the engine settings: {same}/{len(r['outputs'])}")
     for concurrency, r in results.items():
-        if concurrency == 0:
+        if concurrency <= 0:
             continue
         total = r["prompt_tokens_evaluated"] + r["prompt_tokens_reused"]
         print(f"3. concurrency {concurrency}: prompt tokens {r['prompt_tokens_evaluated']} evaluated, "

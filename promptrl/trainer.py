@@ -177,11 +177,10 @@ async def evaluate_runs(program, x, y, seeds: list[int | None], callbacks=None) 
     _check_data(x, y, "evaluate")
     items = [(i, example, seed) for i, example in enumerate(x) for seed in seeds]
     predictions = await _stream(program, items, callbacks)
-    runs = []
-    for r in range(len(seeds)):
-        scored = await score(program, predictions[r::len(seeds)], y)
-        runs.append((summarize(scored, program), scored))
-    return runs
+    # scored together, so an LM judge's window fills across runs
+    await score(program, predictions, [y[i] for i, _, _ in items])
+    runs = [predictions[r::len(seeds)] for r in range(len(seeds))]
+    return [(summarize(run, program), run) for run in runs]
 
 
 async def evaluate(program, x, y, batch_size: int = 8, seed: int | None = None, callbacks=None,

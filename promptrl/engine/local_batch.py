@@ -117,8 +117,8 @@ class _Sequence:
     grammar_sampler: object = None
     grammar_key: str | None = None  # replies under the same grammar are this one's drafts
     draft_len: int = 0
-    drafted: int = 0  # draft tokens fed and how many of them the sampler confirmed
-    accepted: int = 0
+    drafted: int = 0  # draft tokens fed with this call's decodes
+    accepted: int = 0  # draft tokens the sampler picked anyway (kept)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -182,7 +182,9 @@ class BatchEngine:
         self.max_draft = max_draft  # 0: no speculation
         self.replies = _Replies()
         self._allowed_sets: dict[tuple, np.ndarray] = {}  # (grammar, reply so far) -> tokens it allows
-        self.max_cached_set = 4096
+        self.max_cached_set = 4096  # tokens: larger sets (free text) are found among the top candidates
+        self.max_cached_tokens = 2_000_000  # ~8 MB of allowed sets in all; then the cache starts over
+        self._cached_tokens = 0
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = slots * self.slot_ctx
         params.n_batch = n_batch
@@ -298,7 +300,7 @@ class BatchEngine:
         seq.prompt = prompt
         seq.stop = [s.encode("utf-8") for s in (args.get("stop") or [])]
         seq.sampling = args
-        seq.grammar_key = None if seq.grammar is None else seq.grammar._grammar
+        seq.grammar_key = None if seq.grammar is None else f"{seq.grammar._root}\n{seq.grammar._grammar}"
         self._make_samplers(seq)
         seq.placed = False
 
@@ -412,7 +414,7 @@ class BatchEngine:
         while True:
             entries = []  # (seq, prompt/pending tokens fed, batch index of its first logits or -1, draft)
             n = 0
-            # generating sequences first (a token each), then prompts
+            # generating sequences first (their last token and its draft), then prompts
             for seq in sorted((s for s in self.active if s.placed), key=lambda s: len(s.pending) > 1):
                 take = min(len(seq.pending), self.n_batch - n)
                 if take <= 0:
@@ -528,9 +530,11 @@ class BatchEngine:
             else:  # mask the whole vocabulary, as the sequential path does every step
                 allowed = self._allowed(grammar, np.arange(self.n_vocab, dtype=np.int32), logits)
                 if len(allowed) <= self.max_cached_set:
-                    if len(self._allowed_sets) >= 8192:
+                    if self._cached_tokens + len(allowed) > self.max_cached_tokens:
                         self._allowed_sets.clear()
+                        self._cached_tokens = 0
                     self._allowed_sets[key] = allowed
+                    self._cached_tokens += len(allowed)
         token = self._apply_chain(seq.chain, allowed, logits)
         C.llama_sampler_accept(seq.chain, token)
         C.llama_sampler_accept(grammar, token)

@@ -75,8 +75,8 @@ class LocalTransport:
 
     _models: dict[tuple, Any] = {}
     _engines: dict[tuple, Any] = {}
-    # llama.cpp is not thread-safe: one lock guards loading and generation.
-    # (Two threads loading the model at once killed the process silently here.)
+    # llama.cpp is not thread-safe: one lock guards loading and the one-at-a-time fallback (the
+    # engine decodes on its own thread). Two threads loading the model at once killed the process.
     _lock = threading.Lock()
 
     def __init__(self, lm: "LanguageModel"):

@@ -50,22 +50,21 @@ async def run_evaluations(program, split, cfg, phase: str, out: Path, progress: 
     runs_label = f"{cfg.nb_runs} run{'s' if cfg.nb_runs != 1 else ''}"
     callbacks = [ProgressBar(f"{phase} ({runs_label}) ")] if progress else []
     evaluations = await evaluate_runs(program, split.x, split.y, seeds, callbacks)
-    runs, rewards, rows = [], [], []
+    runs = [logs for logs, _ in evaluations]
+    rewards = [[None if p.failure == "infrastructure" else p.reward for p in predictions]
+               for _, predictions in evaluations]
+    rows = [{"run": i, "index": p.index, "input": p.x.model_dump(), "target": p.y_true.model_dump(),
+             "prediction": p.y_pred.model_dump() if p.y_pred is not None else None,
+             "reward": None if p.failure == "infrastructure" else p.reward, "failure": p.failure,
+             "error": p.error} for i, (_, predictions) in enumerate(evaluations) for p in predictions]
+    # every prediction paid for is kept, also when the failure budget stops the run below
+    atomic_write_text(out / f"{phase}_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     for i, (logs, predictions) in enumerate(evaluations):
-        runs.append(logs)
-        rewards.append([None if p.failure == "infrastructure" else p.reward for p in predictions])
-        rows += [{"run": i, "index": p.index, "input": p.x.model_dump(), "target": p.y_true.model_dump(),
-                  "prediction": p.y_pred.model_dump() if p.y_pred is not None else None,
-                  "reward": None if p.failure == "infrastructure" else p.reward, "failure": p.failure,
-                  "error": p.error} for p in predictions]
         log(f"{phase} run {i + 1}/{cfg.nb_runs}: " + ", ".join(f"{k}={v:.3f}" for k, v in logs.items()))
         if status is not None:
             status.infra_failures(f"{phase} run {i + 1}", int(logs["infra_failures"]), len(predictions))
-        try:
-            check_failure_budget(f"{phase} run {i + 1}", logs["infra_failures"], len(predictions),
-                                 cfg.max_failure_rate)
-        finally:  # the predictions paid for are kept, also when the failure budget stops the run
-            atomic_write_text(out / f"{phase}_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    for i, (logs, predictions) in enumerate(evaluations):
+        check_failure_budget(f"{phase} run {i + 1}", logs["infra_failures"], len(predictions), cfg.max_failure_rate)
     result = aggregate(phase, runs, seeds, rewards)
     atomic_write_json(out / f"{phase}.json", result)
     return result
