@@ -145,21 +145,21 @@ class _Replies:
         replies.append(reply)
         del replies[:-self.keep]
 
-    def guess(self, key: str | None, generated: list[int], limit: int) -> list[int]:
+    def guess(self, key: str | None, generated: list[int], limit: int, context: int = 2) -> list[int]:
         """The continuation of the latest reply that starts like this one; else of the latest one
-        containing its last two tokens."""
+        containing its last `context` tokens."""
         replies = self.by_key.get(key) or ()
         start = tuple(generated)
         for reply in reversed(replies):
             if reply[:len(start)] == start and len(reply) > len(start):
                 return list(reply[len(start):len(start) + limit])
-        if len(generated) < 2:
+        if len(generated) < context:
             return []
-        tail = tuple(generated[-2:])
+        tail = tuple(generated[-context:])
         for reply in reversed(replies):
-            for i in range(len(reply) - 2):
-                if reply[i:i + 2] == tail:
-                    return list(reply[i + 2:i + 2 + limit])
+            for i in range(len(reply) - context):
+                if reply[i:i + context] == tail:
+                    return list(reply[i + context:i + context + limit])
         return []
 
 
@@ -467,10 +467,13 @@ class BatchEngine:
     def _guess(self, seq: _Sequence, room: int) -> list[int]:
         """The draft for the tokens after this step's: the continuation of an earlier reply under the
         same grammar that matches the reply so far."""
-        limit = min(seq.draft_len, room, seq.max_tokens - len(seq.generated) - 1)
+        # Drafts that kept missing (free text) stop, until the reply's last 4 tokens are found in an
+        # earlier reply again (the JSON that follows a free-text field)
+        probing = seq.draft_len == 0
+        limit = min(self.max_draft if probing else seq.draft_len, room, seq.max_tokens - len(seq.generated) - 1)
         if limit <= 0:
             return []
-        draft = self.replies.guess(seq.grammar_key, seq.generated, limit)
+        draft = self.replies.guess(seq.grammar_key, seq.generated, limit, context=4 if probing else 2)
         seq.drafted += len(draft)
         self.tokens_drafted += len(draft)
         return draft
@@ -483,7 +486,7 @@ class BatchEngine:
         if drafted == 0:
             return
         if accepted == drafted:
-            seq.draft_len = min(2 * seq.draft_len, self.max_draft)
+            seq.draft_len = min(max(2 * seq.draft_len, accepted), self.max_draft)
         elif accepted == 0:
             seq.draft_len //= 2
         else:
