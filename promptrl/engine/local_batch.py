@@ -167,7 +167,7 @@ class BatchEngine:
     """Several completions decoded together in one llama.cpp context (see the module doc)."""
 
     def __init__(self, llama, slots: int, n_ctx: int, slot_ctx: int | None = None, n_batch: int = 512,
-                 grammar_first: bool = False, min_copy: int = 32, max_draft: int = 8):
+                 min_copy: int = 32, max_draft: int = 8):
         import llama_cpp
         from llama_cpp import _internals
 
@@ -177,7 +177,6 @@ class BatchEngine:
         self.n_ctx_call = n_ctx  # what one call may use, as in the sequential path
         self.slot_ctx = slot_ctx or n_ctx  # what one slot holds; longer calls raise DoesNotFit
         self.n_batch = n_batch
-        self.grammar_first = grammar_first  # mask the whole vocabulary every step (llama-cpp-python's way)
         self.min_copy = min_copy  # a stream copy costs a few ms: worth it for a prefix this long
         self.max_draft = max_draft  # 0: no speculation
         self.replies = _Replies()
@@ -202,10 +201,7 @@ class BatchEngine:
         self.n_vocab = llama.n_vocab()
         self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
         self.batch = self._batch.batch
-        self._one = (llama_cpp.llama_token_data * 1)()
-        self._one_array = llama_cpp.llama_token_data_array(data=self._one, size=1, selected=-1, sorted=False)
-        self._candidates = np.zeros(self.n_vocab, dtype=_TOKEN_DATA)
-        self._candidates["id"] = np.arange(self.n_vocab, dtype=np.int32)
+        self._candidates = np.zeros(self.n_vocab, dtype=_TOKEN_DATA)  # filled per use (_allowed, _apply_chain)
         self.cached: list[list[int]] = [[] for _ in range(slots)]  # tokens in the KV cache per slot
         self.active: list[_Sequence] = []
         self.waiting: list[_Sequence] = []
@@ -357,12 +353,9 @@ class BatchEngine:
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_penalties(
                 self.n_vocab, llama.last_n_tokens_size, a["repeat_penalty"], a["frequency_penalty"], a["presence_penalty"]))
         grammar = a.get("grammar")
-        if grammar is not None:
-            sampler = C.llama_sampler_init_grammar(self.vocab, grammar._grammar.encode(), grammar._root.encode())
-            if self.grammar_first:
-                C.llama_sampler_chain_add(chain, sampler)
-            else:
-                seq.grammar_sampler = sampler
+        if grammar is not None:  # kept out of the chain: _sample checks it on the best candidates first
+            seq.grammar_sampler = C.llama_sampler_init_grammar(self.vocab, grammar._grammar.encode(),
+                                                               grammar._root.encode())
         temperature = a["temperature"]
         if temperature < 0.0:
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(seed))

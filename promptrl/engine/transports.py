@@ -154,7 +154,8 @@ class LocalTransport:
             truncated=choice.get("finish_reason") == "length",
         )
 
-    async def _complete_batched(self, messages, schema, seed) -> Completion:
+    async def complete(self, messages, output_model, schema, seed, response_format=None) -> Completion:
+        """On the batch engine; the schema is always enforced by a grammar (response_format does not apply)."""
         from llama_cpp import LlamaGrammar
 
         from promptrl.engine.local_batch import DoesNotFit
@@ -170,10 +171,6 @@ class LocalTransport:
             return await asyncio.to_thread(self._complete_sync, messages, schema, seed)
         return Completion(text=result.text, prompt_tokens=result.prompt_tokens,
                           completion_tokens=result.completion_tokens, truncated=result.finish_reason == "length")
-
-    async def complete(self, messages, output_model, schema, seed, response_format=None) -> Completion:
-        # The schema is always enforced by a grammar here: response_format does not apply.
-        return await self._complete_batched(messages, schema, seed)
 
 
 def _quiet_litellm(litellm) -> None:
