@@ -18,6 +18,7 @@ import typer
 from promptrl import __version__
 from promptrl import secrets
 from promptrl.io import atomic_write_text
+from promptrl.overrides import override_key
 
 CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
 log = logging.getLogger("promptrl")
@@ -345,9 +346,9 @@ def _resume_args(run_dir: Path, args: list[str], multirun: bool) -> list[str]:
         _fail(f"{run_dir} finished (status ok): nothing to resume")
     if still_running(run_status):
         _fail(f"{run_dir} is still running (pid {run_status['pid']}); stop it first (kill {run_status['pid']})")
-    given = {a.lstrip("+~").partition("=")[0] for a in args}
+    given = {override_key(a) for a in args}
     saved = [o for o in yaml.safe_load((run_dir / "overrides.yaml").read_text()) or []
-             if o.lstrip("+~").partition("=")[0] not in given and not o.startswith("hydra.run.dir=")]
+             if override_key(o) not in given and not o.startswith("hydra.run.dir=")]
     masked = [o for o in saved if secrets.MASK in o]
     if masked:
         _fail(f"the run was started with a secret that was never written down ({masked[0]}); give it again "
@@ -389,7 +390,7 @@ def evaluate(
         args.append("trust_checkpoint_endpoint=true")
     # A checkpoint keeps its own language model; `language_model=NAME` replaces it,
     # `language_model.KEY=VALUE` changes only that setting of it.
-    lm_args = [a.lstrip("+~").partition("=")[0] for a in ctx.args if a.lstrip("+~").startswith("language_model")]
+    lm_args = [override_key(a) for a in ctx.args if override_key(a).startswith("language_model")]
     replaced = {"language_model", "language_model._target_"} & set(lm_args)
     override_lm = True if replaced else [a.split(".", 1)[1] for a in lm_args if "." in a]
 

@@ -31,6 +31,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from promptrl.io import atomic_write_bytes
+from promptrl.overrides import parse_overrides
 
 __all__ = [
     "plot_history",
@@ -283,25 +284,12 @@ def _short_names(params: list[str]) -> dict[str, str]:
     return {p: (s if counts[s] == 1 else p) for p, s in short.items()}
 
 
-def _parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "null": None}.get(text.lower(), text)
-
-
 def _overrides(row: dict) -> dict:
     """A sweep row's overrides as a dict; also accepts Hydra's `["key=value", ...]` list."""
     overrides = row.get("overrides") or {}
     if isinstance(overrides, dict):
         return dict(overrides)
-    parsed = {}
-    for item in overrides:
-        key, _, value = str(item).partition("=")
-        parsed[key.lstrip("+~")] = _parse_value(value)
-    return parsed
+    return parse_overrides(overrides)
 
 
 def _sort_values(values) -> list:

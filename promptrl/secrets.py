@@ -19,6 +19,8 @@ import threading
 import urllib.parse
 from typing import Any, Iterable
 
+from promptrl.overrides import split_override
+
 MASK = "***"
 # api_key, openai_api_key, x-api-key, access_token, aws_secret_access_key, password, authorization,
 # cookie... but not max_tokens, prompt_tokens or TOKENIZERS_PARALLELISM.
@@ -105,7 +107,7 @@ def collect_from_overrides(overrides: Iterable[str]) -> None:
     """Hydra command-line overrides: `+language_model.api_key=KEY`, `...extra_headers={x-api-key: KEY}`,
     and every value of a sweep (`api_key=KEY1,KEY2`): each job's line shows only its own."""
     for override in overrides:
-        key, sep, raw = str(override).lstrip("+~").partition("=")
+        key, sep, raw = split_override(override)
         if not sep:
             continue
         collect_from_text(raw)

@@ -15,6 +15,7 @@ from promptrl import plots
 from promptrl.errors import UserError
 from promptrl.experiment.status import read_status
 from promptrl.io import atomic_write_text
+from promptrl.overrides import parse_overrides
 from promptrl.report_html import write_html
 from promptrl.secrets import collect_from_overrides, scrub_config
 
@@ -23,20 +24,6 @@ REPORT_CSV, REPORT_MD, REPORT_PNG = "sweep_report.csv", "sweep_report.md", "swee
 
 def _read_json(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _parse_overrides(lines: list[str]) -> dict:
-    overrides = {}
-    for line in lines:
-        key, _, value = str(line).partition("=")
-        key = key.lstrip("+~")
-        if key.startswith("hydra"):
-            continue
-        try:
-            overrides[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            overrides[key] = value
-    return overrides
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -48,7 +35,7 @@ def job_row(job: Path) -> dict:
     from promptrl.experiment.results import run_summary
 
     overrides_file = job / "overrides.yaml"
-    overrides = _parse_overrides(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else {}
+    overrides = parse_overrides(yaml.safe_load(overrides_file.read_text()) or []) if overrides_file.is_file() else {}
     baseline, final = _read_json(job / "baseline.json"), _read_json(job / "final.json")
     evaluation = _read_json(job / "evaluation.json")  # a `promptrl evaluate -m` job
     usage = _read_json(job / "usage.json") or {}
@@ -180,7 +167,7 @@ class SweepReportCallback(_HydraCallback):
 
             try:
                 self.tracker = instantiate_node(config.logger, "logger")
-                self.tracker.start_sweep(SWEEP_DIR, _parse_overrides(list(config.hydra.overrides.task)),
+                self.tracker.start_sweep(SWEEP_DIR, parse_overrides(list(config.hydra.overrides.task)),
                                          store_root=Path(config.hydra.runtime.cwd) / "outputs")
             except UserError as error:  # no job starts untracked; Hydra would only warn about an Exception
                 raise SystemExit(f"error: {error}") from None

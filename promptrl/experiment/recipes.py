@@ -33,6 +33,7 @@ from promptrl.experiment.results import (
 from promptrl.experiment.status import RunStatus, check_failure_budget
 from promptrl.io import atomic_write_json, atomic_write_text
 from promptrl.language_model import SETTING_KEYS, LanguageModel, provider_of
+from promptrl.overrides import override_key
 from promptrl.program import Program, read_state
 from promptrl.secrets import scrub_config
 from promptrl.seeding import derive_seed
@@ -381,7 +382,7 @@ def _evaluation_setup(cfg, out: Path, log: Callable, override_language_model):
         from hydra.core.hydra_config import HydraConfig
 
 
-        keys = [o.lstrip("+~").partition("=")[0] for o in HydraConfig.get().overrides.task] \
+        keys = [override_key(o) for o in HydraConfig.get().overrides.task] \
             if HydraConfig.initialized() else []  # a config built in code: its values are adopted, with a note
         given = {k.removeprefix("dataset.") for k in keys if k.startswith("dataset.")}
         # The examples it was tested on in training: another test_pool, pool_seed or data seed could test on
