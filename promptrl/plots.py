@@ -718,6 +718,7 @@ def _sweep_bars(rows, overrides, params, short, panels, std_key, chosen, baselin
     fig = _new_figure(width + 2.4, 1.4 + 3.0 * len(panels))
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     positions = np.arange(len(rows))
+    job_failed = [row.get("status", "ok") != "ok" for row in rows]
     for n, (ax, key) in enumerate(zip(axes, panels)):
         ok = [_job_ok(row, key) for row in rows]
         values = [float(row[key]) if good else math.nan for row, good in zip(rows, ok)]
@@ -733,17 +734,20 @@ def _sweep_bars(rows, overrides, params, short, panels, std_key, chosen, baselin
         bars = ax.bar(positions, heights, width=0.65, zorder=2,
                       color=[color if good else "none" for good in ok],
                       edgecolor=["crimson" if (i in chosen and key == "best_val_reward") else
-                                 (color if good else "firebrick") for i, good in enumerate(ok)],
+                                 (color if good else "firebrick" if failed else "none")
+                                 for i, (good, failed) in enumerate(zip(ok, job_failed))],
                       linewidth=[3 if (i in chosen and key == "best_val_reward") else 1 for i in range(len(rows))],
                       yerr=_yerr(stds), capsize=5,
                       error_kw={"elinewidth": 1.4, "ecolor": "0.2"})
-        for bar, good, row in zip(bars, ok, rows):
-            if not good:
-                bar.set_hatch("///")
-                status = row.get("status", "ok")
-                ax.text(bar.get_x() + bar.get_width() / 2, marker_height * 1.3,
-                        "failed" if status != "ok" else "no value", ha="center", va="bottom",
-                        color="firebrick", fontsize=9.5)
+        for bar, good, failed in zip(bars, ok, job_failed):
+            if good:
+                continue
+            if failed:  # a hatched red stub; a job that ran fine but has no such value (untrained: no
+                bar.set_hatch("///")  # validation score) gets a grey note, not a failure's look
+            ax.text(bar.get_x() + bar.get_width() / 2, marker_height * 1.3 if failed else 0,
+                    "failed" if failed else ("not trained" if key == "best_val_reward" else "no value"),
+                    ha="center", va="bottom", color="firebrick" if failed else REFERENCE_COLOR,
+                    fontsize=9.5, fontstyle="normal" if failed else "italic")
         if test and baseline_key:
             base = [_number(r.get(baseline_key)) if _job_ok(r, baseline_key) else math.nan for r in rows]
             if same_baseline and math.isfinite(baseline):
@@ -781,6 +785,7 @@ def plot_sweep(rows: list[dict], path, value_key: str = "best_val_reward", test_
     reward, labelled as not for choosing) with the untrained baseline as a reference line.
     `params` are the parameters to lay out (default: those that vary across jobs). Cells with no
     successful job stay blank ("failed" when a job failed there); failed jobs in the bar chart are
-    a short hatched red bar labelled "failed".
+    a short hatched red bar labelled "failed", a job that ran fine without the value (no optimizer:
+    no validation score) a grey "not trained".
     """
     return _save(_figure_sweep(rows, value_key, test_key, std_key, baseline_key, params, title), path)

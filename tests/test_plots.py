@@ -203,6 +203,18 @@ def test_plot_sweep_one_varying_param_is_bars_with_failed_job_hatched(tmp_path):
     assert "failed" in texts_of(ax)
 
 
+def test_plot_sweep_untrained_job_is_a_grey_note_not_a_failure():
+    rows = [{"overrides": {"optimizer": "none"}, "best_val_reward": None, "final_reward_mean": 0.7, "status": "ok"},
+            {"overrides": {"optimizer": "mipro"}, "best_val_reward": 0.9, "final_reward_mean": 0.8, "status": "ok"},
+            {"overrides": {"optimizer": "gepa"}, "status": "failed"}]
+    ax = plots._figure_sweep(rows).axes[0]  # best val_reward: the untrained job has none
+    bars = bars_of(ax)
+    assert not bars[0].get_hatch() and bars[2].get_hatch()
+    texts = texts_of(ax)
+    assert "not trained" in texts and "failed" in texts
+    assert "no value" not in texts
+
+
 def test_plot_sweep_accepts_hydra_override_lists_and_numeric_order():
     rows = [{"overrides": ["+optimizer=random_fewshot", f"optimizer.k={k}"], "final_reward_mean": k / 10,
              "status": "ok"} for k in (10, 2, 5)]
