@@ -218,7 +218,7 @@ def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, d
     gate = _StderrGate(saved_stderr)
     if not debug:
         sys.stderr = gate
-    sweep.LAST_REPORT = sweep.SWEEP_DIR = None
+    sweep.LAST_REPORT = sweep.SWEEP_DIR = sweep.OPEN_SWEEP = None
     try:
         main_fn()
     except SystemExit as exit_:
@@ -238,6 +238,7 @@ def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, d
             saved_stderr.write(gate.buffer.getvalue())
         if sweep.SWEEP_DIR is not None:  # also when Hydra gave up before any job started
             sweep.redact_multirun_yaml(sweep.SWEEP_DIR / "multirun.yaml")
+            sweep.close_stopped_sweep()
     if sweep.LAST_REPORT is not None:
         sweep_dir, rows = sweep.LAST_REPORT
         failed = [r for r in rows if r["status"] != "ok"]

@@ -152,6 +152,17 @@ except ImportError:  # pragma: no cover
 
 LAST_REPORT: tuple[Path, list[dict]] | None = None  # the CLI reads it to set its exit status
 SWEEP_DIR: Path | None = None  # the sweep under way (the CLI masks its multirun.yaml whatever happens)
+OPEN_SWEEP: "SweepReportCallback | None" = None  # a tracked sweep whose run is still open
+
+
+def close_stopped_sweep() -> None:
+    """A tracked sweep stopped before Hydra's multirun end (Ctrl-C in a job, a job's SystemExit): its
+    parent run ends KILLED with the report of the jobs that got going, instead of staying RUNNING."""
+    if OPEN_SWEEP is not None and SWEEP_DIR is not None:
+        try:
+            OPEN_SWEEP.close(SWEEP_DIR, stopped=True)
+        except Exception as error:  # noqa: BLE001 - the stop's own message comes first; the run is closed anyway
+            print(f"sweep report not written: {type(error).__name__}: {error}")
 
 
 class SweepReportCallback(_HydraCallback):
@@ -159,7 +170,7 @@ class SweepReportCallback(_HydraCallback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         # Known before Hydra writes multirun.yaml: the CLI masks it even when no job ever starts.
-        global SWEEP_DIR
+        global SWEEP_DIR, OPEN_SWEEP
         SWEEP_DIR = Path(config.hydra.sweep.dir)
         self.tracker = None
         if config.get("logger"):  # +logger=mlflow: the sweep's parent run, which every job nests under
@@ -171,6 +182,7 @@ class SweepReportCallback(_HydraCallback):
                                          store_root=Path(config.hydra.runtime.cwd) / "outputs")
             except UserError as error:  # no job starts untracked; Hydra would only warn about an Exception
                 raise SystemExit(f"error: {error}") from None
+            OPEN_SWEEP = self
 
     def on_job_start(self, config, **kwargs) -> None:
         # Hydra has written multirun.yaml by now: mask secrets while the sweep runs, not only after.
@@ -178,30 +190,38 @@ class SweepReportCallback(_HydraCallback):
             redact_multirun_yaml(Path(config.hydra.sweep.dir) / "multirun.yaml")
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        global LAST_REPORT
+        self.close(Path(config.hydra.sweep.dir))
+
+    def close(self, sweep_dir: Path, stopped: bool = False) -> None:
+        """The report of the jobs in `sweep_dir`, then the tracked run's end (once)."""
+        global LAST_REPORT, OPEN_SWEEP
         from promptrl.report_html import html_path_for
 
-        sweep_dir = Path(config.hydra.sweep.dir)
-        tracker = getattr(self, "tracker", None)
+        tracker, self.tracker = getattr(self, "tracker", None), None
+        OPEN_SWEEP = None
         rows, error = None, None
         try:
             redact_multirun_yaml(sweep_dir / "multirun.yaml")
             if sweep_dir.is_dir() and job_dirs(sweep_dir):
                 rows = write_report(sweep_dir)
                 LAST_REPORT = (sweep_dir, rows)
-                print(f"sweep report: {sweep_dir / REPORT_MD}")
+                print(f"sweep report{' (stopped)' if stopped else ''}: {sweep_dir / REPORT_MD}")
         except BaseException as raised:
             error = raised
             raise
         finally:  # +logger=mlflow: the sweep's run never stays RUNNING, whatever failed above
             if tracker is not None:
                 files = [sweep_dir / name for name in (REPORT_CSV, REPORT_MD, REPORT_PNG)]
-                tracker.end(*self.ending(rows, error), files=[*files, html_path_for(sweep_dir / REPORT_MD)])
+                tracker.end(*self.ending(rows, error, stopped),
+                            files=[*files, html_path_for(sweep_dir / REPORT_MD)])
 
     @staticmethod
-    def ending(rows: list[dict] | None, error: BaseException | None) -> tuple[str, str]:
-        """(status, reason) of the sweep's tracked run: failed when a job failed or was interrupted
-        (a job stopped by its budget ended as asked), or when no report could be written."""
+    def ending(rows: list[dict] | None, error: BaseException | None, stopped: bool = False) -> tuple[str, str]:
+        """(status, reason) of the sweep's tracked run: interrupted when the sweep was stopped; failed
+        when a job failed or was interrupted (a job stopped by its budget ended as asked), or when no
+        report could be written."""
+        if stopped:
+            return "interrupted", f"sweep stopped after {len(rows or [])} job(s) got going"
         if error is not None:
             return "failed", f"sweep report not written: {type(error).__name__}: {error}"
         if not rows:

@@ -197,6 +197,31 @@ def test_sweep_jobs_nest_under_one_parent_run(project, client):
     assert {"sweep_report.md", "sweep_report.html"} <= {f.path for f in client.list_artifacts(parent.info.run_id)}
 
 
+@needs_mlflow
+def test_a_sweep_stopped_in_a_job_ends_its_parent_run_killed_with_the_report_so_far(project, client, monkeypatch):
+    import promptrl.experiment
+
+    real_train, calls = promptrl.experiment.run_train, []
+
+    def second_job_interrupted(*args, **kwargs):  # Ctrl-C while the second job runs
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(promptrl.experiment, "run_train", second_job_interrupted)
+    sweep_dir = project / "stopped_sweep"
+    result = runner.invoke(app, ["train", "+logger=mlflow", "logger.experiment_name=stopped", *TINY,
+                                 "optimizer.k=1,2,3", *SCRIPTED, f"hydra.sweep.dir={sweep_dir}", "-m"])
+    assert result.exit_code == 130, result.output
+    assert len(calls) == 2  # the third job never started
+    runs = client.search_runs([client.get_experiment_by_name("stopped").experiment_id])
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED"  # not left RUNNING
+    assert (sweep_dir / "sweep_report.md").is_file()  # the finished job's numbers are kept
+    assert "sweep_report.md" in {f.path for f in client.list_artifacts(parent.info.run_id)}
+
+
 @pytest.mark.parametrize("sweep", [False, True])
 def test_missing_mlflow_is_one_line_naming_the_install(tmp_path, monkeypatch, sweep):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` fails, as when it is not installed
@@ -232,10 +257,10 @@ def end_sweep(sweep_dir, statuses):
         result = {"nb_runs": 2, "mean": {"reward": 0.5}, "std": {"reward": 0.1}}
         (job / "baseline.json").write_text(json.dumps(result))
         (job / "status.json").write_text(json.dumps({"status": status, "reason": f"{status} reason"}))
-    callback = SweepReportCallback()
-    callback.tracker = Tracker()
+    callback, tracker = SweepReportCallback(), Tracker()
+    callback.tracker = tracker
     callback.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}}))
-    return callback.tracker.ended
+    return tracker.ended
 
 
 def test_a_sweep_whose_jobs_ran_or_hit_their_budget_closes_ok_with_its_report(tmp_path):
