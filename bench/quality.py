@@ -286,9 +286,37 @@ def fmt(value, spec="") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def table(results: list[dict], args, dspy_version: str | None) -> str:
+def best_arms(results: list[dict]) -> list[str]:
+    """The issue's question, per task: promptrl's best trained arm against DSPy's best arm (by mean test accuracy)."""
+    def best(rows):
+        rows = [r for r in rows if r.get("accuracy") and r["arm"] != "zero_shot"]
+        return max(rows, key=lambda r: statistics.fmean(r["accuracy"]), default=None)
+
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    pairs = [(task, best([r for r in results if r["task"] == task and r["system"] == "promptrl"]),
+              best([r for r in results if r["task"] == task and r["system"] == "dspy"])) for task in tasks]
+    if not any(ours and theirs for _, ours, theirs in pairs):
+        return []
+    lines = ["", "Best trained arm of each system per task (mean test accuracy; train calls):", "",
+             "| task | promptrl best | DSPy best | difference |", "|---|---|---|---|"]
+    accuracy = lambda r: statistics.fmean(r["accuracy"])  # noqa: E731
+    for task, ours, theirs in pairs:
+        if ours and theirs:
+            lines.append(f"| {task} | {ours['arm']} {accuracy(ours):.3f} ({fmt(ours.get('train_calls'))}) | "
+                         f"{theirs['arm']} {accuracy(theirs):.3f} ({fmt(theirs.get('train_calls'))}) | "
+                         f"{accuracy(ours) - accuracy(theirs):+.3f} |")
+    both = [(o, t) for _, o, t in pairs if o and t]
+    if len(both) > 1:
+        lines.append(f"| mean | {statistics.fmean(accuracy(o) for o, _ in both):.3f} | "
+                     f"{statistics.fmean(accuracy(t) for _, t in both):.3f} | "
+                     f"{statistics.fmean(accuracy(o) - accuracy(t) for o, t in both):+.3f} |")
+    return lines
+
+
+def table(results: list[dict], args, dspy_version: str | None, command: str | None = None) -> str:
+    command = command or f"python bench/quality.py {' '.join(sys.argv[1:])}"
     lines = ["# Quality benchmark: BIG-Bench-Hard, SmolLM2-135M-Instruct (embedded, llama.cpp server)", "",
-             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · `python bench/quality.py {' '.join(sys.argv[1:])}` · "
+             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · `{command}` · "
              f"splits train {args.train} / val {args.val} / test {args.test} (seed {args.seed}) · {args.runs} test runs "
              f"per arm · training budget {args.budget} LM calls · program model temperature "
              f"{PROGRAM_LM['temperature']}, max_tokens {PROGRAM_LM['max_tokens']}; optimizers' model temperature "
@@ -324,7 +352,42 @@ def table(results: list[dict], args, dspy_version: str | None) -> str:
             lines.append(f"| {system} | {arm} | {statistics.fmean(statistics.fmean(r['accuracy']) for r in rows):.3f} | "
                          + (f"{statistics.fmean(diffs):+.3f}" if len(diffs) == len(rows) else "-")
                          + f" | {statistics.fmean(r['train_calls'] for r in rows):.0f} |")
+    lines += best_arms(results)
     return "\n".join(lines) + "\n"
+
+
+SAME_SETTINGS = ("train", "val", "test", "runs", "budget", "epochs", "seed", "test_pool", "data")
+
+
+def merge(files: list[Path], out_md: Path) -> None:
+    """One table from the result files of several runs with the same settings (e.g. tasks run one at a time)."""
+    raws = []
+    for file in files:
+        try:
+            raws.append(json.loads(file.read_text()))
+        except (OSError, ValueError) as error:
+            sys.exit(f"--merge: cannot read {file} ({error}); pass the .json written beside a quality table")
+    first = raws[0]["settings"]
+    for file, raw in zip(files[1:], raws[1:]):
+        differ = [k for k in SAME_SETTINGS if raw["settings"].get(k) != first.get(k)]
+        if differ:
+            theirs = ", ".join(f"{k}={raw['settings'].get(k)}" for k in differ)
+            ours = ", ".join(f"{k}={first.get(k)}" for k in differ)
+            sys.exit(f"--merge: {file} was run with other settings ({theirs} vs {ours}); merge only runs of one setting")
+    results = [r for raw in raws for r in raw["results"]]
+    args = argparse.Namespace(**first)
+    sources = " + ".join(f"`{Path(raw['work_dir']).parent.name}`: "
+                         f"{', '.join(dict.fromkeys(r['task'] for r in raw['results']))}" for raw in raws)
+    report = table(results, args, raws[0].get("dspy_version"),
+                   command=f"python bench/quality.py --merge {' '.join(map(str, files))}")
+    report += f"\nMerged from {len(files)} runs with the same settings ({sources}).\n"
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text(report)
+    out_md.with_suffix(".json").write_text(json.dumps({**raws[0], "tasks": list(dict.fromkeys(r["task"] for r in results)),
+                                                       "merged_from": [str(f) for f in files], "results": results},
+                                                      indent=1))
+    print(report)
+    print(f"written: {out_md} and {out_md.with_suffix('.json')}")
 
 
 # ---- main ---------------------------------------------------------------------------------------------------------
@@ -345,7 +408,11 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, help="run dirs (default outputs/bench_quality/<timestamp>)")
     parser.add_argument("--out", type=Path, help="table path (default bench/results/quality.md, --quick: quality_quick.md)")
     parser.add_argument("--n-ctx", type=int, default=4096, help="the server's context (few-shot prompts grow)")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="no run: one table from the .json files of earlier runs with the same settings")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out or HERE / "results" / "quality.md")
 
     sizes = SIZES["quick" if args.quick else "full"]
     for key, value in sizes.items():
