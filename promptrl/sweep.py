@@ -152,12 +152,12 @@ except ImportError:  # pragma: no cover
 
 LAST_REPORT: tuple[Path, list[dict]] | None = None  # the CLI reads it to set its exit status
 SWEEP_DIR: Path | None = None  # the sweep under way (the CLI masks its multirun.yaml whatever happens)
-OPEN_SWEEP: "SweepReportCallback | None" = None  # a tracked sweep whose run is still open
+OPEN_SWEEP: "SweepReportCallback | None" = None  # a sweep whose report and tracked run are not closed yet
 
 
 def close_stopped_sweep() -> None:
-    """A tracked sweep stopped before Hydra's multirun end (Ctrl-C in a job, a job's SystemExit): its
-    parent run ends KILLED with the report of the jobs that got going, instead of staying RUNNING."""
+    """A sweep stopped before Hydra's multirun end (Ctrl-C in a job, a job's SystemExit) still gets the
+    report of the jobs that got going, and its tracked run ends KILLED instead of staying RUNNING."""
     if OPEN_SWEEP is not None and SWEEP_DIR is not None:
         try:
             OPEN_SWEEP.close(SWEEP_DIR, stopped=True)
@@ -182,7 +182,7 @@ class SweepReportCallback(_HydraCallback):
                                          store_root=Path(config.hydra.runtime.cwd) / "outputs")
             except UserError as error:  # no job starts untracked; Hydra would only warn about an Exception
                 raise SystemExit(f"error: {error}") from None
-            OPEN_SWEEP = self
+        OPEN_SWEEP = self
 
     def on_job_start(self, config, **kwargs) -> None:
         # Hydra has written multirun.yaml by now: mask secrets while the sweep runs, not only after.

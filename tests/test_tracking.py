@@ -218,7 +218,8 @@ def test_a_sweep_stopped_in_a_job_ends_its_parent_run_killed_with_the_report_so_
     runs = client.search_runs([client.get_experiment_by_name("stopped").experiment_id])
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "KILLED"  # not left RUNNING
-    assert (sweep_dir / "sweep_report.md").is_file()  # the finished job's numbers are kept
+    report = (sweep_dir / "sweep_report.md").read_text()  # the finished job's numbers are kept
+    assert "| 0 | 1 | ok |" in report and "| 1 | 2 | incomplete" in report
     assert "sweep_report.md" in {f.path for f in client.list_artifacts(parent.info.run_id)}
 
 
