@@ -286,7 +286,7 @@ def fmt(value, spec="") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def best_arms(results: list[dict]) -> list[str]:
+def best_arms(results: list[dict], seed: int) -> list[str]:
     """The issue's question, per task: promptrl's best trained arm against DSPy's best arm (by mean test accuracy)."""
     def best(rows):
         rows = [r for r in rows if r.get("accuracy") and r["arm"] != "zero_shot"]
@@ -297,14 +297,19 @@ def best_arms(results: list[dict]) -> list[str]:
               best([r for r in results if r["task"] == task and r["system"] == "dspy"])) for task in tasks]
     if not any(ours and theirs for _, ours, theirs in pairs):
         return []
-    lines = ["", "Best trained arm of each system per task (mean test accuracy; train calls):", "",
-             "| task | promptrl best | DSPy best | difference |", "|---|---|---|---|"]
+    from promptrl.experiment.results import paired_comparison
+
+    lines = ["", "Best trained arm of each system per task (mean test accuracy; train calls), and promptrl's minus "
+             "DSPy's: paired on the same test examples, with its 95% bootstrap CI:", "",
+             "| task | promptrl best | DSPy best | difference [95% CI] |", "|---|---|---|---|"]
     accuracy = lambda r: statistics.fmean(r["accuracy"])  # noqa: E731
     for task, ours, theirs in pairs:
         if ours and theirs:
+            paired = paired_comparison({"rewards": theirs["rewards"]}, {"rewards": ours["rewards"]}, seed=seed)
+            low, high = paired["ci95"]
             lines.append(f"| {task} | {ours['arm']} {accuracy(ours):.3f} ({fmt(ours.get('train_calls'))}) | "
                          f"{theirs['arm']} {accuracy(theirs):.3f} ({fmt(theirs.get('train_calls'))}) | "
-                         f"{accuracy(ours) - accuracy(theirs):+.3f} |")
+                         f"{paired['reward_difference']:+.3f} [{low:+.3f}, {high:+.3f}] |")
     both = [(o, t) for _, o, t in pairs if o and t]
     if len(both) > 1:
         lines.append(f"| mean | {statistics.fmean(accuracy(o) for o, _ in both):.3f} | "
@@ -352,7 +357,7 @@ def table(results: list[dict], args, dspy_version: str | None, command: str | No
             lines.append(f"| {system} | {arm} | {statistics.fmean(statistics.fmean(r['accuracy']) for r in rows):.3f} | "
                          + (f"{statistics.fmean(diffs):+.3f}" if len(diffs) == len(rows) else "-")
                          + f" | {statistics.fmean(r['train_calls'] for r in rows):.0f} |")
-    lines += best_arms(results)
+    lines += best_arms(results, args.seed)
     return "\n".join(lines) + "\n"
 
 
