@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -418,6 +419,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.merge:
         return merge(args.merge, args.out or HERE / "results" / "quality.md")
+    # `kill` (SIGTERM) unwinds like Ctrl-C: the server and an arm's child process are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     sizes = SIZES["quick" if args.quick else "full"]
     for key, value in sizes.items():
