@@ -415,10 +415,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="table path (default bench/results/quality.md, --quick: quality_quick.md)")
     parser.add_argument("--n-ctx", type=int, default=4096, help="the server's context (few-shot prompts grow)")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
-                        help="no run: one table from the .json files of earlier runs with the same settings")
+                        help="no run: one table from the .json files of earlier runs with the same settings "
+                             "(default --out bench/results/quality_merged.md)")
     args = parser.parse_args()
     if args.merge:
-        return merge(args.merge, args.out or HERE / "results" / "quality.md")
+        return merge(args.merge, args.out or HERE / "results" / "quality_merged.md")
     # `kill` (SIGTERM) unwinds like Ctrl-C: the server and an arm's child process are stopped, not orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
