@@ -579,8 +579,15 @@ def _sweep_layout(rows: list[dict], params: list[str] | None) -> tuple[list[str]
     return list(params), overrides
 
 
+def _job_stopped(row: dict) -> str | None:
+    """How a job ended short ("failed", "interrupted", "incomplete"); None when it ran as asked (a
+    budget stop included: its results are whole)."""
+    status = row.get("status", "ok")
+    return None if status in ("ok", "budget_reached") else status
+
+
 def _job_ok(row: dict, value_key: str) -> bool:
-    return row.get("status", "ok") == "ok" and _is_number(row.get(value_key))
+    return _job_stopped(row) is None and _is_number(row.get(value_key))
 
 
 def _sweep_panels(rows, value_key, test_key) -> list[str]:
@@ -647,7 +654,7 @@ def _sweep_heatmaps(rows, overrides, params, panels, std_key, chosen) -> Figure:
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, key in zip(axes, panels):
         cells: dict[tuple[int, int], list[tuple[float, float]]] = {}
-        failed: set[tuple[int, int]] = set()
+        failed: dict[tuple[int, int], str] = {}  # cell -> how its job ended short
         chosen_cells = set()
         for k, (row, o) in enumerate(zip(rows, overrides)):
             cell = (r_index[repr(o.get(p_row))], c_index[repr(o.get(p_col))])
@@ -658,8 +665,8 @@ def _sweep_heatmaps(rows, overrides, params, panels, std_key, chosen) -> Figure:
                 cells.setdefault(cell, []).append((float(row[key]), std))
                 if k in chosen:
                     chosen_cells.add(cell)
-            elif row.get("status", "ok") != "ok":
-                failed.add(cell)
+            elif _job_stopped(row):
+                failed[cell] = _job_stopped(row)
         grid = np.full((len(row_values), len(col_values)), np.nan)
         spread = np.full_like(grid, np.nan)
         for (i, j), values in cells.items():  # repeated jobs of a cell: their mean
@@ -680,7 +687,7 @@ def _sweep_heatmaps(rows, overrides, params, panels, std_key, chosen) -> Figure:
                     color = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
                     ax.text(j, i, text, ha="center", va="center", color=color, fontsize=10)
                 elif (i, j) in failed:
-                    ax.text(j, i, "failed", ha="center", va="center", color="firebrick", fontsize=10)
+                    ax.text(j, i, failed[i, j], ha="center", va="center", color="firebrick", fontsize=10)
                 if key == "best_val_reward" and (i, j) in chosen_cells:
                     ax.add_patch(Rectangle((j - 0.47, i - 0.47), 0.94, 0.94, fill=False,
                                                               edgecolor="crimson", linewidth=3, zorder=4))
@@ -718,7 +725,7 @@ def _sweep_bars(rows, overrides, params, short, panels, std_key, chosen, baselin
     fig = _new_figure(width + 2.4, 1.4 + 3.0 * len(panels))
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     positions = np.arange(len(rows))
-    job_failed = [row.get("status", "ok") != "ok" for row in rows]
+    job_stopped = [_job_stopped(row) for row in rows]
     for n, (ax, key) in enumerate(zip(axes, panels)):
         ok = [_job_ok(row, key) for row in rows]
         values = [float(row[key]) if good else math.nan for row, good in zip(rows, ok)]
@@ -734,20 +741,20 @@ def _sweep_bars(rows, overrides, params, short, panels, std_key, chosen, baselin
         bars = ax.bar(positions, heights, width=0.65, zorder=2,
                       color=[color if good else "none" for good in ok],
                       edgecolor=["crimson" if (i in chosen and key == "best_val_reward") else
-                                 (color if good else "firebrick" if failed else "none")
-                                 for i, (good, failed) in enumerate(zip(ok, job_failed))],
+                                 (color if good else "firebrick" if stopped else "none")
+                                 for i, (good, stopped) in enumerate(zip(ok, job_stopped))],
                       linewidth=[3 if (i in chosen and key == "best_val_reward") else 1 for i in range(len(rows))],
                       yerr=_yerr(stds), capsize=5,
                       error_kw={"elinewidth": 1.4, "ecolor": "0.2"})
-        for bar, good, failed in zip(bars, ok, job_failed):
+        for bar, good, stopped in zip(bars, ok, job_stopped):
             if good:
                 continue
-            if failed:  # a hatched red stub; a job that ran fine but has no such value (untrained: no
+            if stopped:  # a hatched red stub; a job that ran fine but has no such value (untrained: no
                 bar.set_hatch("///")  # validation score) gets a grey note, not a failure's look
-            ax.text(bar.get_x() + bar.get_width() / 2, marker_height * 1.3 if failed else 0,
-                    "failed" if failed else ("not trained" if key == "best_val_reward" else "no value"),
-                    ha="center", va="bottom", color="firebrick" if failed else REFERENCE_COLOR,
-                    fontsize=9.5, fontstyle="normal" if failed else "italic")
+            ax.text(bar.get_x() + bar.get_width() / 2, marker_height * 1.3 if stopped else 0,
+                    stopped or ("not trained" if key == "best_val_reward" else "no value"),
+                    ha="center", va="bottom", color="firebrick" if stopped else REFERENCE_COLOR,
+                    fontsize=9.5, fontstyle="normal" if stopped else "italic")
         if test and baseline_key:
             base = [_number(r.get(baseline_key)) if _job_ok(r, baseline_key) else math.nan for r in rows]
             if same_baseline and math.isfinite(baseline):
@@ -784,8 +791,9 @@ def plot_sweep(rows: list[dict], path, value_key: str = "best_val_reward", test_
     best validation reward, the job with the highest outlined), the second `test_key` (the test
     reward, labelled as not for choosing) with the untrained baseline as a reference line.
     `params` are the parameters to lay out (default: those that vary across jobs). Cells with no
-    successful job stay blank ("failed" when a job failed there); failed jobs in the bar chart are
-    a short hatched red bar labelled "failed", a job that ran fine without the value (no optimizer:
-    no validation score) a grey "not trained".
+    successful job stay blank (labelled "failed", "interrupted" or "incomplete" when a job ended so
+    there); such jobs in the bar chart are a short hatched red bar with that label, a job that ran
+    as asked (a budget stop included) without the value (no optimizer: no validation score) a grey
+    "not trained".
     """
     return _save(_figure_sweep(rows, value_key, test_key, std_key, baseline_key, params, title), path)

@@ -215,6 +215,20 @@ def test_plot_sweep_untrained_job_is_a_grey_note_not_a_failure():
     assert "no value" not in texts
 
 
+def test_plot_sweep_labels_how_a_job_ended_and_plots_a_budget_stop_as_a_result():
+    rows = [{"overrides": {"optimizer": "mipro"}, "best_val_reward": 0.9, "final_reward_mean": 0.8,
+             "status": "budget_reached"},  # ended as asked: its numbers are whole
+            {"overrides": {"optimizer": "gepa"}, "status": "interrupted"}]
+    ax = plots._figure_sweep(rows).axes[0]
+    bars = bars_of(ax)
+    assert bars[0].get_height() == pytest.approx(0.9) and not bars[0].get_hatch()
+    assert bars[1].get_hatch() and "interrupted" in texts_of(ax) and "failed" not in texts_of(ax)
+    grid = [{"overrides": {"a": a, "b": b}, "final_reward_mean": 0.5, "status": status}
+            for a, b, status in ((1, 1, "ok"), (1, 2, "budget_reached"), (2, 1, "incomplete"), (2, 2, "failed"))]
+    texts = texts_of(plots._figure_sweep(grid).axes[0])
+    assert {"incomplete", "failed"} <= set(texts) and texts.count("0.50") == 2
+
+
 def test_plot_sweep_accepts_hydra_override_lists_and_numeric_order():
     rows = [{"overrides": ["+optimizer=random_fewshot", f"optimizer.k={k}"], "final_reward_mean": k / 10,
              "status": "ok"} for k in (10, 2, 5)]
