@@ -241,7 +241,7 @@ def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, d
             sweep.close_stopped_sweep()
     if sweep.LAST_REPORT is not None:
         sweep_dir, rows = sweep.LAST_REPORT
-        failed = [r for r in rows if r["status"] != "ok"]
+        failed = [r for r in rows if r["status"] not in sweep.ENDED_AS_ASKED]
         if failed:  # every other job ran and is in the report; the exit status still tells scripts and CI
             _fail(f"{len(failed)} of {len(rows)} jobs failed (first: {failed[0]['error']}); "
                   f"see {sweep_dir / sweep.REPORT_MD}")
@@ -408,14 +408,14 @@ def evaluate(
 def report(sweep_dir: Path = typer.Argument(..., help="A multirun dir: outputs/<task>/multiruns/<timestamp>")):
     """Write (or rewrite) the sweep report of an existing sweep dir: CSV, markdown and plot."""
     from promptrl.errors import UserError
-    from promptrl.sweep import REPORT_MD, write_report
+    from promptrl.sweep import ENDED_AS_ASKED, REPORT_MD, write_report
 
     try:
         rows = write_report(sweep_dir)
     except UserError as error:
         _fail(str(error))
-    ok = sum(r["status"] == "ok" for r in rows)
-    typer.echo(f"{len(rows)} jobs ({ok} ok): {sweep_dir / REPORT_MD}")
+    ended = sum(r["status"] in ENDED_AS_ASKED for r in rows)
+    typer.echo(f"{len(rows)} jobs ({ended} ran to the end): {sweep_dir / REPORT_MD}")
 
 
 if __name__ == "__main__":

@@ -582,8 +582,10 @@ def _sweep_layout(rows: list[dict], params: list[str] | None) -> tuple[list[str]
 def _job_stopped(row: dict) -> str | None:
     """How a job ended short ("failed", "interrupted", "incomplete"); None when it ran as asked (a
     budget stop included: its results are whole)."""
+    from promptrl.experiment.status import ENDED_AS_ASKED  # not at import: the experiment package imports plots
+
     status = row.get("status", "ok")
-    return None if status in ("ok", "budget_reached") else status
+    return None if status in ENDED_AS_ASKED else status
 
 
 def _job_ok(row: dict, value_key: str) -> bool:

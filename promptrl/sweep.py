@@ -13,7 +13,7 @@ import yaml
 
 from promptrl import plots
 from promptrl.errors import UserError
-from promptrl.experiment.status import read_status
+from promptrl.experiment.status import ENDED_AS_ASKED, read_status
 from promptrl.io import atomic_write_text
 from promptrl.overrides import parse_overrides
 from promptrl.report_html import write_html
@@ -107,7 +107,8 @@ def write_report(sweep_dir) -> list[dict]:
     header = ["job", *params, "status", *[f"baseline {m}" for m in metrics], *[f"final {m}" for m in metrics],
               "paired Δ reward [95% CI]", "best val_reward", "LM calls", "tokens", "cost (USD)", "wall time (s)"]
     lines = [f"# Sweep report: {sweep_dir}", "", f"{len(rows)} jobs, "
-             f"{sum(r['status'] == 'ok' for r in rows)} ok. Mean ± std over each job's runs; "
+             f"{sum(r['status'] in ENDED_AS_ASKED for r in rows)} ran to the end (ok or at their budget). "
+             "Mean ± std over each job's runs; "
              "a job without an optimizer reports its untrained program as final.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
@@ -226,5 +227,6 @@ class SweepReportCallback(_HydraCallback):
             return "failed", f"sweep report not written: {type(error).__name__}: {error}"
         if not rows:
             return "failed", "no job ran"
-        failed = [r for r in rows if r["status"] in ("failed", "interrupted")]
-        return ("failed", f"{len(failed)} of {len(rows)} jobs failed or were interrupted") if failed else ("ok", "")
+        failed = [r for r in rows if r["status"] not in ENDED_AS_ASKED]
+        return ("failed", f"{len(failed)} of {len(rows)} jobs failed, were interrupted or did not finish") \
+            if failed else ("ok", "")

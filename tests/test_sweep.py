@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promptrl.sweep import job_row, write_report
+from promptrl.sweep import job_dirs, job_row, write_report
 
 
 def fake_job(root: Path, num: int, overrides: list[str], reward=None, failed: str | None = None):
@@ -243,6 +243,24 @@ def test_optuna_sweep_syntax_maps_to_optuna_distributions():
     assert parser.parse_override(params[3].override(0.00012)).value() == 0.00012
 
 
+def test_a_job_stopped_by_its_budget_ended_as_asked_and_the_sweep_succeeds(tmp_path):
+    from typer.testing import CliRunner
+
+    from promptrl.cli import app
+
+    sweep_dir = tmp_path / "sweep"
+    result = CliRunner().invoke(app, [
+        "train", "+optimizer=random_few_shot", "nb_runs=2", "epochs=2", "batch_size=4", "dataset.train_size=8",
+        "dataset.val_size=4", "dataset.test_size=6", "budget.max_calls=30,100000",
+        "language_model._target_=promptrl.testing.sentiment_student", "--no-progress",
+        f"hydra.sweep.dir={sweep_dir}", "-m"])
+    assert result.exit_code == 0, result.output  # a budget stop is not a failed job
+    rows = [job_row(job) for job in job_dirs(sweep_dir)]
+    assert [r["status"] for r in rows] == ["budget_reached", "ok"]
+    assert rows[0]["final_reward_mean"] is not None  # its final runs were held back and made
+    assert "2 ran to the end" in (sweep_dir / "sweep_report.md").read_text()
+
+
 def test_report_command_renders_an_existing_sweep_and_rejects_other_dirs(tmp_path):
     from typer.testing import CliRunner
 
@@ -251,7 +269,7 @@ def test_report_command_renders_an_existing_sweep_and_rejects_other_dirs(tmp_pat
     fake_job(tmp_path, 0, ["optimizer.k=1"], reward=0.6)
     fake_job(tmp_path, 1, ["optimizer.k=2"], reward=0.7)
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
-    assert result.exit_code == 0 and "2 jobs (2 ok)" in result.output
+    assert result.exit_code == 0 and "2 jobs (2 ran to the end)" in result.output
     assert (tmp_path / "sweep_report.md").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -1,6 +1,6 @@
 """Run status as data: `status.json` in every run dir, written atomically and kept current.
 
-    {"status": "running" | "ok" | "failed" | "interrupted", "reason": "...", "phase": "...",
+    {"status": "running" | "ok" | "budget_reached" | "failed" | "interrupted", "reason": "...", "phase": "...",
      "started": "...", "updated": "...", "infra_failures": {...}}
 
 `failed`: the run stopped on an error it names (an endpoint that cannot be used, a provider that
@@ -17,6 +17,8 @@ from promptrl.errors import FailureBudgetExceeded
 from promptrl.io import atomic_write_json
 
 STATUS_FILE = "status.json"
+# A run that ended as asked, a stop at its LM-call budget included: its results are whole, not a failure.
+ENDED_AS_ASKED = ("ok", "budget_reached")
 
 
 def _now() -> str:
