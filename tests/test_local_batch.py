@@ -211,3 +211,48 @@ def test_cancelled_calls_free_their_slot_and_later_calls_still_work(model):
         assert all(output_model.model_validate_json(r.text) for r in again)
     finally:
         engine.close()
+
+
+@pytest.mark.integration
+def test_runs_asking_the_same_example_sample_from_kept_logits_and_reply_the_same(model):
+    """The NB_RUNS evaluations ask each example in turn: the second run of a prompt samples from the
+    logits the first one's decode left with the slot, with no llama_decode while it picks the same
+    tokens, and gives the reply a fresh engine gives."""
+    llama, messages, output_model = model
+    prompts = [m for m in messages[:4] for _ in range(3)]  # example by example, three runs each
+    seeds = [run for _ in messages[:4] for run in range(3)]
+    engine = _engine(llama, slots=1)
+    try:
+        results = _run(engine, prompts, output_model, temperature=0.3, seeds=seeds)
+        decodes = engine.decode_calls
+        again = _run(engine, prompts[-1:], output_model, temperature=0.3, seeds=seeds[-1:])[0]
+        assert engine.decode_calls == decodes  # same prompt, same seed: the reply comes from kept logits
+    finally:
+        engine.close()
+    assert again.text == results[-1].text
+    assert again.kept_logits_tokens == again.completion_tokens + 1  # every reply token and the end
+    assert sum(r.kept_logits_tokens for r in results) > 0
+    fresh = []
+    for prompt, seed in zip(prompts, seeds):  # one engine per call: nothing kept from another call
+        engine = _engine(llama, slots=1)
+        try:
+            fresh.append(_run(engine, [prompt], output_model, temperature=0.3, seeds=[seed])[0])
+        finally:
+            engine.close()
+    assert [r.text for r in results] == [r.text for r in fresh]
+    assert all(r.kept_logits_tokens == 0 for r in fresh)
+
+
+@pytest.mark.integration
+def test_free_text_without_a_grammar_is_create_chat_completions(model):
+    llama, messages, _ = model
+    sequential = LocalTransport._load(llama.model_path, 2048, None)
+    expected = [sequential.create_chat_completion(messages=m, temperature=0.7, max_tokens=16, seed=3)
+                ["choices"][0]["message"]["content"] for m in messages[:3]]
+    engine = _engine(llama, slots=2)
+    try:
+        futures = [engine.submit(m, None, 0.7, 16, 3) for m in messages[:3] + messages[:1]]
+        texts = [f.result(timeout=120).text for f in futures]
+    finally:
+        engine.close()
+    assert texts == expected + expected[:1]

@@ -15,6 +15,10 @@ its own sampler chain and grammar. A finished call frees its slot for the next q
   slot, or copied from another (`seq_cp`; between streams llama.cpp copies a whole stream, a few ms,
   then the tail is cut). Calls of one evaluation arrive together: one waits a step for a prompt
   another is evaluating, then copies it.
+- Kept logits: the logits of every position a decode computed stay with the slot while its tokens
+  stay in the cache. A call over the same tokens (the next run of an evaluation asking the same
+  example) samples from them without a decode, for as long as it picks the tokens already there:
+  with the same prompt and the same reply, a call costs no llama_decode at all.
 - Drafts: the continuation of an earlier reply under the same grammar (the JSON skeleton, often the
   whole answer) is decoded with the token it follows, and kept for as long as the sampler picks the
   same tokens (each kept token saves a decode step; the others are cut from the cache).
@@ -93,6 +97,7 @@ class BatchResult:
     reused_tokens: int = 0  # prompt tokens taken from the cache instead of evaluated
     drafted_tokens: int = 0  # tokens guessed from earlier replies and checked in the same decode
     accepted_tokens: int = 0  # of those, the ones the sampler picked (each one a llama_decode saved)
+    kept_logits_tokens: int = 0  # reply tokens sampled from logits kept from an earlier decode (no decode)
 
 
 @dataclass(eq=False)
@@ -119,6 +124,7 @@ class _Sequence:
     draft_len: int = 0
     drafted: int = 0  # draft tokens fed with this call's decodes
     accepted: int = 0  # draft tokens the sampler picked anyway (kept)
+    from_kept: int = 0  # tokens sampled from kept logits
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -167,7 +173,7 @@ class BatchEngine:
     """Several completions decoded together in one llama.cpp context (see the module doc)."""
 
     def __init__(self, llama, slots: int, n_ctx: int, slot_ctx: int | None = None, n_batch: int = 512,
-                 min_copy: int = 32, max_draft: int = 8):
+                 min_copy: int = 32, max_draft: int = 8, max_kept: int = 64):
         import llama_cpp
         from llama_cpp import _internals
 
@@ -203,6 +209,10 @@ class BatchEngine:
         self.batch = self._batch.batch
         self._candidates = np.zeros(self.n_vocab, dtype=_TOKEN_DATA)  # filled per use (_allowed, _apply_chain)
         self.cached: list[list[int]] = [[] for _ in range(slots)]  # tokens in the KV cache per slot
+        # logits computed at cached positions, per slot (position -> row; rows are never written to)
+        self.kept: list[dict[int, np.ndarray]] = [{} for _ in range(slots)]
+        self.max_kept = max_kept  # rows per slot (~0.2 MB each): the start of a reply is what repeats
+        self._all_tokens = np.arange(self.n_vocab, dtype=np.int32)
         self.active: list[_Sequence] = []
         self.waiting: list[_Sequence] = []
         self.prompt_tokens_evaluated = 0  # counters for tests and the benchmark
@@ -210,6 +220,7 @@ class BatchEngine:
         self.decode_calls = 0
         self.tokens_drafted = 0
         self.tokens_accepted = 0
+        self.tokens_from_kept = 0
         self._cond = threading.Condition()
         self._stopping = False
         self._broken: BaseException | None = None
@@ -319,22 +330,28 @@ class BatchEngine:
                 if copied:  # one stream copy per step
                     continue
                 copied = True
-                self.C.llama_memory_seq_rm(self.memory, slot, -1, -1)
+                self._cut(slot, 0)
                 self.C.llama_memory_seq_cp(self.memory, source, slot, -1, -1)
                 self.cached[slot] = list(self.cached[source])
+                self.kept[slot] = dict(self.kept[source])
             self._place(seq, slot)
 
     def _place(self, seq: _Sequence, slot: int) -> None:
         """Start the sequence in `slot` from the longest prefix of its prompt there."""
         seq.slot = slot
         seq.placed = True
-        # the last prompt token is evaluated in any case: its logits start the reply
-        best = min(_common_prefix(self.cached[slot], seq.prompt), len(seq.prompt) - 1)
-        self.C.llama_memory_seq_rm(self.memory, slot, best, -1)
-        self.cached[slot] = seq.prompt[:best]
+        last = len(seq.prompt) - 1
+        best = _common_prefix(self.cached[slot], seq.prompt)
+        if best == len(seq.prompt) and last in self.kept[slot]:
+            # the whole prompt and the logits after it are kept: the reply starts without a decode, and
+            # the earlier reply after it stays in the cache for as long as this one repeats it
+            seq.pending = []
+        else:  # the last prompt token is evaluated in any case: its logits start the reply
+            best = min(best, last)
+            self._cut(slot, best)
+            seq.pending = seq.prompt[best:]
         seq.n_past = best
         seq.reused = best
-        seq.pending = seq.prompt[best:]
         seq.generated = []
         seq.multibyte_fix = 0
         seq.draft_len = self.max_draft
@@ -389,7 +406,7 @@ class BatchEngine:
             text = self.llama.detokenize(seq.generated, prev_tokens=seq.prompt)
         self.replies.add(seq.grammar_key, seq.generated)
         result = BatchResult(text.decode("utf-8", errors="ignore"), len(seq.prompt), len(seq.generated), reason,
-                             seq.reused, seq.drafted, seq.accepted)
+                             seq.reused, seq.drafted, seq.accepted, seq.from_kept)
         try:
             seq.future.set_result(result)
         except concurrent.futures.InvalidStateError:  # cancelled meanwhile
@@ -400,10 +417,45 @@ class BatchEngine:
             self.active.remove(seq)  # its cached tokens stay valid for the next prefix match
             self._release(seq)
 
+    def _cut(self, slot: int, position: int) -> None:
+        """Drop a slot's cached tokens (and their kept logits) from `position` on."""
+        self.C.llama_memory_seq_rm(self.memory, slot, position, -1)
+        del self.cached[slot][position:]
+        kept = self.kept[slot]
+        for p in [p for p in kept if p >= position]:
+            del kept[p]
+
+    def _keep(self, slot: int, position: int, logits: np.ndarray) -> None:
+        if len(self.kept[slot]) < self.max_kept:
+            self.kept[slot][position] = logits.copy()  # the context's buffer is rewritten by the next decode
+
+    def _sample_kept(self, seq: _Sequence) -> None:
+        """Sample from kept logits while the sequence picks the tokens already cached after it; on the
+        first other token (or one whose logits are not kept), cut the rest and decode from there."""
+        cached, kept = self.cached[seq.slot], self.kept[seq.slot]
+        while True:
+            token = self._sample(seq, kept[seq.n_past - 1])
+            seq.from_kept += 1
+            self.tokens_from_kept += 1
+            if not self._advance(seq, token):
+                return
+            if seq.n_past < len(cached) and cached[seq.n_past] == token and seq.n_past in kept:
+                seq.n_past += 1
+                continue
+            self._cut(seq.slot, seq.n_past)
+            seq.pending = [token]
+            return
+
+    def _logits(self, index: int) -> np.ndarray:
+        return np.ctypeslib.as_array(self.C.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+
     def _step(self) -> None:
         """One llama_decode over every active sequence, then the sampled tokens of each that is ready:
-        one, or several when the tokens guessed after it (drafts) are the ones the sampler picks."""
+        one, or several when the tokens guessed after it (drafts) are the ones the sampler picks.
+        A sequence whose next logits are kept samples first, without a decode."""
         C, batch = self.C, self.batch
+        for seq in [s for s in self.active if s.placed and not s.pending]:
+            self._sample_kept(seq)
         while True:
             entries = []  # (seq, prompt/pending tokens fed, batch index of its first logits or -1, draft)
             n = 0
@@ -438,20 +490,22 @@ class BatchEngine:
             if not seq.generated:
                 self.prompt_tokens_evaluated += take
             seq.pending = seq.pending[take:]
+            first = seq.n_past + take - 1  # the position whose logits are at `index`
             accepted, going, token = 0, True, None
             if index >= 0:
-                # sample position by position; each draft token the sampler picks is already in the
+                # sample position by position; each draft token the sampler picked is already in the
                 # cache, so the next position's logits are valid too (same tokens, same draws)
                 while True:
-                    token = self._sample(seq, index + accepted)
+                    logits = self._logits(index + accepted)
+                    self._keep(seq.slot, first + accepted, logits)
+                    token = self._sample(seq, logits)
                     going = self._advance(seq, token)
                     if not going or accepted == len(draft) or token != draft[accepted]:
                         break
                     accepted += 1
                 self._adapt_draft(seq, len(draft), accepted)
-            kept = fed + draft[:accepted]
-            self.cached[seq.slot] = self.cached[seq.slot] + kept
-            seq.n_past += len(kept)
+            self.cached[seq.slot] += fed + draft[:accepted]
+            seq.n_past += take + accepted
             if accepted < len(draft):  # the guesses after the first miss leave the cache
                 C.llama_memory_seq_rm(self.memory, seq.slot, seq.n_past, -1)
             if going and index >= 0:
@@ -489,22 +543,22 @@ class BatchEngine:
         """A batch that cannot be decoded (the cache is restored as it was): its calls fail, the
         engine goes on with the next ones."""
         for seq in [s for s in self.active if s.placed]:
-            self.C.llama_memory_seq_rm(self.memory, seq.slot, -1, -1)
-            self.cached[seq.slot] = []
+            self._cut(seq.slot, 0)
             self.active.remove(seq)
             self._release(seq)
             self._fail(seq, error)
 
-    def _sample(self, seq: _Sequence, index: int) -> int:
+    def _sample(self, seq: _Sequence, logits: np.ndarray) -> int:
         """The token llama-cpp-python's chain (grammar, top_k, top_p, min_p, temp, dist) picks, with
         the grammar checked on the best candidates only: the chain's first step keeps the top_k
         best allowed tokens, which are the top_k first allowed ones in logit order. Same token,
         same random draw; the whole vocabulary is masked only when too few top tokens are allowed."""
         C = self.C
         grammar = seq.grammar_sampler
-        if grammar is None:
-            return C.llama_sampler_sample(seq.chain, self.ctx, index)
-        logits = np.ctypeslib.as_array(C.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+        if grammar is None:  # what llama_sampler_sample does with the context's row
+            token = self._apply_chain(seq.chain, self._all_tokens, logits)
+            C.llama_sampler_accept(seq.chain, token)
+            return token
         need = 1 if seq.sampling["temperature"] == 0.0 else seq.sampling["top_k"]
         # The grammar's state is a function of the reply so far: where few tokens are allowed (the
         # JSON skeleton every reply of a schema shares) the whole-vocabulary check is done once.
