@@ -214,14 +214,16 @@ def test_cancelled_calls_free_their_slot_and_later_calls_still_work(model):
 
 
 @pytest.mark.integration
-def test_runs_asking_the_same_example_sample_from_kept_logits_and_reply_the_same(model):
+@pytest.mark.parametrize("slots", [1, 3])
+def test_runs_asking_the_same_example_sample_from_kept_logits_and_reply_the_same(model, slots):
     """The NB_RUNS evaluations ask each example in turn: the second run of a prompt samples from the
     logits the first one's decode left with the slot, with no llama_decode while it picks the same
-    tokens, and gives the reply a fresh engine gives."""
+    tokens, and gives the reply a fresh engine gives. With several slots, the runs of an example
+    still go one after another in one slot (not side by side, where nothing is kept yet)."""
     llama, messages, output_model = model
     prompts = [m for m in messages[:4] for _ in range(3)]  # example by example, three runs each
     seeds = [run for _ in messages[:4] for run in range(3)]
-    engine = _engine(llama, slots=1)
+    engine = _engine(llama, slots=slots)
     try:
         results = _run(engine, prompts, output_model, temperature=0.3, seeds=seeds)
         decodes = engine.decode_calls
@@ -231,7 +233,8 @@ def test_runs_asking_the_same_example_sample_from_kept_logits_and_reply_the_same
         engine.close()
     assert again.text == results[-1].text
     assert again.kept_logits_tokens == again.completion_tokens + 1  # every reply token and the end
-    assert sum(r.kept_logits_tokens for r in results) > 0
+    # a later run starts from the logits kept after its prompt (at least its first token)
+    assert [r.kept_logits_tokens > 0 for r in results] == [run > 0 for run in seeds]
     fresh = []
     for prompt, seed in zip(prompts, seeds):  # one engine per call: nothing kept from another call
         engine = _engine(llama, slots=1)

@@ -18,7 +18,9 @@ its own sampler chain and grammar. A finished call frees its slot for the next q
 - Kept logits: the logits of every position a decode computed stay with the slot while its tokens
   stay in the cache. A call over the same tokens (the next run of an evaluation asking the same
   example) samples from them without a decode, for as long as it picks the tokens already there:
-  with the same prompt and the same reply, a call costs no llama_decode at all.
+  with the same prompt and the same reply, a call costs no llama_decode at all. So a call asking
+  what an active call asks waits for it and follows it in its slot (_admit), rather than decode
+  the same tokens side by side in another.
 - Drafts: the continuation of an earlier reply under the same grammar (the JSON skeleton, often the
   whole answer) is decoded with the token it follows, and kept for as long as the sampler picks the
   same tokens (each kept token saves a decode step; the others are cut from the cache).
@@ -277,12 +279,19 @@ class BatchEngine:
             self.active, self.waiting = [], []
 
     def _admit(self) -> list[_Sequence]:
-        """Move queued calls into free slots (under the lock)."""
+        """Move queued calls into free slots (under the lock). A call asking what an active one asks
+        (another run of the same example) waits for it: placed in its slot after it, it samples from
+        the logits kept there instead of decoding the same tokens side by side in another slot."""
         admitted = []
-        while self.waiting and len(self.active) < self.slots:
-            seq = self.waiting.pop(0)
+        for seq in list(self.waiting):
+            if len(self.active) >= self.slots:
+                break
             if seq.future.cancelled():
+                self.waiting.remove(seq)
                 continue
+            if any(other.messages == seq.messages for other in self.active):
+                continue
+            self.waiting.remove(seq)
             seq.slot = -1  # chosen once the prompt is known (_place)
             self.active.append(seq)
             admitted.append(seq)
