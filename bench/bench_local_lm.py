@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import pydantic
 from llama_cpp import Llama, LlamaGrammar
 
 from promptrl.datasets import load
+from rss import peak_rss_mb
 from promptrl.engine.transports import LocalTransport, local_model_path
 from promptrl.language_model import LanguageModel
 from promptrl.modules import Generator, Input
@@ -111,17 +111,6 @@ def decoding_speed(calls: int) -> None:
     print(f"4. building the grammar: {t_build * 1000:.2f} ms; LanguageModel.generate {t_promptrl * 1000:.1f} ms "
           f"against {t_direct * 1000:.1f} ms for the same call on the batch engine directly (medians): promptrl's "
           f"own cost is {(t_promptrl - t_direct) * 1000:.1f} ms per call")
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS. Not ru_maxrss: Linux carries it over exec, so a worker would report
-    the benchmark parent's peak."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 OLD_PATH, SAME_SETTINGS = 0, -1  # the create_chat_completion workers

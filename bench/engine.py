@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # bench/rss.py, also when this file is imported
+from rss import peak_rss_mb  # noqa: E402
+
 DELAY = 0.05
 
 
@@ -170,7 +172,7 @@ CLIENTS = {"promptrl": client_promptrl, "promptrl_fit": client_promptrl_fit, "ht
 
 def child(args) -> None:
     spent = CLIENTS[args.child](args.url, args.n, args.c)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"wall": spent["wall"], "cpu_ms_per_example": 1000 * spent["cpu"] / max(args.n, 1),
                       "peak_rss_mb": peak_mb}))
 
