@@ -15,8 +15,8 @@ its own sampler chain and grammar. A finished call frees its slot for the next q
   slot, or copied from another (`seq_cp`; between streams llama.cpp copies a whole stream, a few ms,
   then the tail is cut). Calls of one evaluation arrive together: one waits a step for a prompt
   another is evaluating, then copies it.
-- Kept logits: the logits of every position a decode computed stay with the slot while its tokens
-  stay in the cache. A call over the same tokens (the next run of an evaluation asking the same
+- Kept logits: the logits of the positions a decode computed (the end of a prompt, the reply; up to
+  max_kept rows per slot) stay with the slot while its tokens stay in the cache. A call over the same tokens (the next run of an evaluation asking the same
   example) samples from them without a decode, for as long as it picks the tokens already there:
   with the same prompt and the same reply, a call costs no llama_decode at all. So a call asking
   what an active call asks waits for it and follows it in its slot (_admit), rather than decode
@@ -99,7 +99,7 @@ class BatchResult:
     reused_tokens: int = 0  # prompt tokens taken from the cache instead of evaluated
     drafted_tokens: int = 0  # tokens guessed from earlier replies and checked in the same decode
     accepted_tokens: int = 0  # of those, the ones the sampler picked (each one a llama_decode saved)
-    kept_logits_tokens: int = 0  # reply tokens sampled from logits kept from an earlier decode (no decode)
+    kept_logits_tokens: int = 0  # tokens sampled from logits kept from an earlier decode (no decode), end included
 
 
 @dataclass(eq=False)
@@ -327,7 +327,9 @@ class BatchEngine:
         for seq in [s for s in self.active if not s.placed]:
             busy = {s.slot for s in self.active if s.placed}
             free = [s for s in range(self.slots) if s not in busy]
-            slot = max(free, key=lambda s: _common_prefix(self.cached[s], seq.prompt))
+            # the longest prefix; between equals, the slot that kept the logits after the whole prompt
+            slot = max(free, key=lambda s: (_common_prefix(self.cached[s], seq.prompt),
+                                            len(seq.prompt) - 1 in self.kept[s]))
             own = _common_prefix(self.cached[slot], seq.prompt)
             source = max(range(self.slots), key=lambda s: _common_prefix(self.cached[s], seq.prompt))
             elsewhere = _common_prefix(self.cached[source], seq.prompt)
@@ -359,6 +361,9 @@ class BatchEngine:
             best = min(best, last)
             self._cut(slot, best)
             seq.pending = seq.prompt[best:]
+        kept = self.kept[slot]  # rows before the prompt's end serve no later call of this prompt: room
+        for p in [p for p in kept if p < last]:
+            del kept[p]
         seq.n_past = best
         seq.reused = best
         seq.generated = []
