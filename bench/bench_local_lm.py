@@ -1,8 +1,9 @@
 """Benchmark the embedded model path; prints medians and ratios measured in this one run.
 
-1. decoding speed, free vs under a JSON-schema grammar ({reasoning, answer}: a reply long enough to
-   time a rate on), per token (a 1-token call separates prompt processing from decoding): llama-cpp-python's grammar sampler (create_chat_completion)
-   and the batch engine's (grammar checked on the best candidates, engine/local_batch.py), drafts off;
+1. decoding speed per token, free vs under a JSON-schema grammar ({reasoning, answer}: a reply long
+   enough to time a rate on; a 1-token call separates prompt processing from decoding):
+   llama-cpp-python's grammar sampler (create_chat_completion) and the batch engine's (grammar
+   checked on the best candidates, engine/local_batch.py), drafts and kept logits off;
 2. calls/s on few-shot sentiment prompts at temperature 0.3: create_chat_completion one call at a
    time on the settings used before the batch engine and on the engine's (flash attention, 32-token
    micro-batches), then LanguageModel.generate at concurrency 1/2/4/8 (the batch engine with
@@ -10,7 +11,7 @@
    engine's settings; 2b. the same as `evaluate --runs 3` calls the model (each example three
    times in a row, one seed per run);
 3. the shared-prefix saving (prompt tokens evaluated vs reused from a slot) and the drafts (tokens
-   guessed, tokens confirmed, reply tokens sampled from kept logits, llama_decode calls per reply);
+   guessed, tokens confirmed, tokens sampled from kept logits, llama_decode calls per reply);
 4. the cost of building the grammar and promptrl's per-call overhead;
 5. `make train`'s phases (baseline runs, fit, final runs) and its result, run as a user runs it.
 
@@ -35,10 +36,10 @@ import pydantic
 from llama_cpp import Llama, LlamaGrammar
 
 from promptrl.datasets import load
-from rss import peak_rss_mb
 from promptrl.engine.transports import LocalTransport, local_model_path
 from promptrl.language_model import LanguageModel
 from promptrl.modules import Generator, Input
+from rss import peak_rss_mb  # bench/rss.py, beside this file
 
 
 def median_time(fn, calls: int) -> tuple[float, object]:
@@ -67,8 +68,8 @@ def decoding_speed(calls: int) -> None:
     dataset, generator = few_shot_generator(lm, shots=0)
     messages = generator.render_messages(dataset.x_test[0].model_dump())
     schema = json.dumps(dataset.output_data_model.model_json_schema())
-    # Per-token speeds compare replies of the same length (40 tokens, both cut there): under the grammar
-    # a reasoning field first, then the label; a 6-token label alone is too short to time a rate on.
+    # Under the grammar a reasoning field first, then the label (~24 tokens; free text is cut at 40):
+    # a 6-token label alone is too short to time a per-token rate on.
     reasoned = json.dumps(pydantic.create_model("Reasoned", reasoning=(str, ...),
                                                 answer=(str, ...)).model_json_schema())
     length = 40
@@ -186,11 +187,12 @@ def throughput(examples: int, repeat: int, levels: list[int], runs: int = 1) -> 
         if concurrency <= 0:
             continue
         total = r["prompt_tokens_evaluated"] + r["prompt_tokens_reused"]
+        reused = r["prompt_tokens_reused"]
         print(f"{'3.' if runs == 1 else '3b.'} concurrency {concurrency}: prompt tokens {r['prompt_tokens_evaluated']} "
-              f"evaluated, {r['prompt_tokens_reused']} reused from a slot ({r['prompt_tokens_reused'] / max(total, 1):.0%}); "
+              f"evaluated, {reused} reused from a slot ({reused / max(total, 1):.0%}); "
               f"drafts {r['tokens_drafted']} tokens, {r['tokens_accepted']} confirmed "
               f"({r['tokens_accepted'] / max(r['tokens_drafted'], 1):.0%}); "
-              f"{r['tokens_from_kept']} reply tokens sampled from kept logits; "
+              f"{r['tokens_from_kept']} tokens sampled from kept logits; "
               f"{r['decode_calls'] / r['calls']:.2f} llama_decode calls per reply")
 
 

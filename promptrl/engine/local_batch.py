@@ -16,11 +16,11 @@ its own sampler chain and grammar. A finished call frees its slot for the next q
   then the tail is cut). Calls of one evaluation arrive together: one waits a step for a prompt
   another is evaluating, then copies it.
 - Kept logits: the logits of the positions a decode computed (the end of a prompt, the reply; up to
-  max_kept rows per slot) stay with the slot while its tokens stay in the cache. A call over the same tokens (the next run of an evaluation asking the same
-  example) samples from them without a decode, for as long as it picks the tokens already there:
-  with the same prompt and the same reply, a call costs no llama_decode at all. So a call asking
-  what an active call asks waits for it and follows it in its slot (_admit), rather than decode
-  the same tokens side by side in another.
+  max_kept rows per slot) stay with the slot while its tokens stay in the cache. A call over the
+  same tokens (the next run of an evaluation asking the same example) samples from them without a
+  decode, for as long as it picks the tokens already there: with the same prompt and the same
+  reply, a call costs no llama_decode at all. So a call asking what an active call asks waits for
+  it and follows it in its slot (_admit), rather than decode the same tokens side by side in another.
 - Drafts: the continuation of an earlier reply under the same grammar (the JSON skeleton, often the
   whole answer) is decoded with the token it follows, and kept for as long as the sampler picks the
   same tokens (each kept token saves a decode step; the others are cut from the cache).
