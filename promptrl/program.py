@@ -96,7 +96,8 @@ class Program:
     async def run(self, x, ctx: RunContext | None = None) -> pydantic.BaseModel:
         """Run one example. Raises PredictionError if any module fails."""
         ctx = ctx or RunContext()
-        values: dict[int, dict] = {}
+        # id(node) -> an input's dict or a module's validated output (dumped only where it is read)
+        values: dict[int, dict | pydantic.BaseModel] = {}
         data = x.model_dump() if isinstance(x, pydantic.BaseModel) else dict(x)
         for node in self.inputs:
             missing = [k for k in node.data_model.model_fields if k not in data]
@@ -113,15 +114,20 @@ class Program:
             else:
                 outputs = await run_all(n.module.call(self._merge(n.parents, values), ctx) for n in ready)
             for node, output in zip(ready, outputs):
-                values[id(node)] = output.model_dump()
+                values[id(node)] = output
             pending = [n for n in pending if id(n) not in values]
+        if len(self.outputs) == 1:  # one module's output, validated when it was produced
+            output = values[id(self.outputs[0])]
+            if type(output) is self.output_data_model:
+                return output
         return self.output_data_model.model_validate(self._merge(self.outputs, values))
 
     @staticmethod
     def _merge(nodes, values) -> dict:
         merged: dict[str, Any] = {}
         for node in nodes:
-            merged.update(values[id(node)])
+            value = values[id(node)]
+            merged.update(value.model_dump() if isinstance(value, pydantic.BaseModel) else value)
         return merged
 
     async def __call__(self, x, seed: int | None = None):
