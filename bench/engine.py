@@ -269,6 +269,13 @@ def main() -> None:
             p, h = rows.get(("promptrl", c), {}).get("efficiency"), rows.get((bare, c), {}).get("efficiency")
             if p and h:
                 lines.append(f"- c={c}: promptrl / bare {bare} efficiency = {p / h:.2f}x")
+    for c in levels:  # the CPU goal is per example at every level; c=1 is the VM's idle-wake cost most
+        cpu = {client: rows[(client, c)]["cpu_ms_per_example"] for client in clients}
+        if cpu.get("promptrl"):
+            lines.append(f"- c={c}: client CPU ms/example " + ", ".join(
+                f"{client} {v:.2f}" for client, v in cpu.items() if v) + "".join(
+                f"; promptrl / bare {bare} = {cpu['promptrl'] / cpu[bare]:.2f}x"
+                for bare in ("httpx", "aiohttp") if cpu.get(bare)))
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     out = Path(args.out)
