@@ -47,7 +47,8 @@ def config_groups_help() -> str:
         options = sorted(f.stem for f in group.glob("*.yaml"))
         lines.append(f"  {group.name:<16} {', '.join(options)}")
     lines += ["", "\b", "Override any key: nb_runs=5 dataset.test_size=50 language_model.model=openai/gpt-4o-mini",
-              "Sweep: -m optimizer.k=1,3,5    Composed config: --cfg job    Tracebacks: --debug"]
+              "Sweep: -m +optimizer=random_few_shot optimizer.k=1,3,5    Composed config: --cfg job    "
+              "Tracebacks: --debug"]
     return "\n".join(lines)
 
 
@@ -82,12 +83,7 @@ def _collect_composed_secrets(config_name: str, args: list[str]) -> None:
     config files (not only on the command line) are known."""
     if not {"--cfg", "-c", "--info", "-i"} & set(args):
         return
-    overrides, given = [], iter(args)
-    for arg in given:
-        if arg in ("--cfg", "-c", "--package", "-p", "--info", "-i"):
-            next(given, None)  # the flag's value
-        elif not arg.startswith("-"):
-            overrides.append(arg)
+    overrides = _overrides_in(args)
     try:
         from hydra import compose, initialize_config_dir
         from omegaconf import OmegaConf
@@ -97,6 +93,93 @@ def _collect_composed_secrets(config_name: str, args: list[str]) -> None:
         secrets.collect(OmegaConf.to_container(cfg, resolve=False))
     except Exception:  # noqa: BLE001 - Hydra itself reports a bad command line, as one line
         pass
+
+
+def _overrides_in(args: list[str]) -> list[str]:
+    """The Hydra overrides among the arguments (flags such as `--cfg job` and their values left out)."""
+    overrides, given = [], iter(args)
+    for arg in given:
+        if arg in ("--cfg", "-c", "--package", "-p", "--info", "-i"):
+            next(given, None)  # the flag's value
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides
+
+
+def _top_level_names(config_name: str) -> tuple[set[str], set[str]]:
+    """(keys a run's config can hold at its top level, the config groups that are only added with
+    +GROUP=OPTION), read from conf/: the primary config's keys and groups, and the keys that
+    `@package _global_` options (experiments, hparams_search) set."""
+    import yaml
+
+    root = config_dir()
+    primary = yaml.safe_load((root / f"{config_name}.yaml").read_text()) or {}
+    defaults = {next(iter(d)) if isinstance(d, dict) else d for d in primary.get("defaults", [])}
+    groups = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")}
+    names = {k for k in primary if k != "defaults"} | groups | {"hydra"}
+    for option in root.glob("*/*.yaml"):
+        text = option.read_text()
+        if text.lstrip().startswith("# @package _global_"):
+            names |= {k for k in (yaml.safe_load(text) or {}) if k != "defaults"}
+    return names, groups - defaults
+
+
+def _check_keys(config_name: str, args: list[str], command: str) -> None:
+    """A key the config does not have is a typo: refused with the nearest key, also when added
+    with `+` (Hydra would add it, and nothing would read it: `+epoch=3` ran 2 epochs)."""
+    import difflib
+
+    names, _ = _top_level_names(config_name)
+    for override in _overrides_in(args):
+        if "=" not in override and not override.startswith("~"):
+            continue
+        key = override_key(override)
+        top = key.split(".", 1)[0].split("@", 1)[0]
+        if top and top not in names:
+            near = difflib.get_close_matches(top, sorted(names), n=1)
+            guess = f"did you mean {key.replace(top, near[0], 1)}? " if near else ""
+            _fail(f"unknown key '{top}' in {override}: {guess}(a run's keys and groups: {', '.join(sorted(names))}; "
+                  f"`promptrl {command} --cfg job` prints them with their values)")
+
+
+def _rewrite_hydra_error(report: str, config_name: str, args: list[str], command: str) -> str | None:
+    """Hydra's 'Could not override' as the fix: a key of an optional group that is not chosen
+    (`optimizer.k=3` with no +optimizer=...) names the group to add, not Hydra's `+optimizer.k`;
+    a key its node does not have gets the nearest one."""
+    import difflib
+    import re
+
+    match = re.search(r"Could not override '([^']+)'.*?Key '([^']+)' is not in struct", " ".join(report.split()))
+    if not match:
+        return None
+    key, missing = match.groups()
+    _, optional = _top_level_names(config_name)
+    if key.split(".", 1)[0] == missing and missing in optional:
+        options = sorted(f.stem for f in (config_dir() / missing).glob("*.yaml"))
+        example = "random_few_shot" if "random_few_shot" in options else options[0]
+        return (f"{key} sets a key of the {missing}, but no {missing} is chosen: add +{missing}=OPTION before it "
+                f"(options: {', '.join(options)}), e.g. `promptrl {command} +{missing}={example} {key}=...`")
+    parent, _, leaf = key.rpartition(".")
+    siblings = _keys_of(config_name, parent, [o for o in _overrides_in(args) if override_key(o) != key])
+    if not parent or not siblings:
+        return None
+    near = difflib.get_close_matches(leaf, siblings, n=1)
+    guess = f"did you mean {parent}.{near[0]}? " if near else ""
+    return (f"unknown key '{key}': {guess}({parent} has {', '.join(siblings)}; a setting it does not list is "
+            f"added with +{key}=VALUE)")
+
+
+def _keys_of(config_name: str, node: str, overrides: list[str]) -> list[str]:
+    """The keys of one node of the composed config (empty if it cannot be composed)."""
+    try:
+        from hydra import compose, initialize_config_dir
+        from omegaconf import DictConfig, OmegaConf
+
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            value = OmegaConf.select(compose(config_name, overrides=overrides), node)
+        return sorted(value) if isinstance(value, DictConfig) else []
+    except Exception:  # noqa: BLE001 - another mistake on the command line: Hydra's own message then
+        return []
 
 
 def _one_line(text: str) -> str:
@@ -207,6 +290,7 @@ def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, d
     from promptrl import sweep
 
     _guard_outputs(args)
+    _check_keys(config_name, args, command)
     _collect_composed_secrets(config_name, args)
 
     if debug:
@@ -225,7 +309,7 @@ def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, d
         held = gate.buffer.getvalue()
         if exit_.code not in (0, None) and not gate.released and held.strip():
             gate.buffer = io.StringIO()
-            _fail(_one_line(held) + _hint(held, command))
+            _fail(_rewrite_hydra_error(held, config_name, args, command) or _one_line(held) + _hint(held, command))
         raise
     except Exception as error:  # noqa: BLE001 - Hydra rejecting the command line before any job ran
         if debug:
@@ -241,7 +325,7 @@ def run_hydra(command: str, config_name: str, args: list[str], multirun: bool, d
             sweep.close_stopped_sweep()
     if sweep.LAST_REPORT is not None:
         sweep_dir, rows = sweep.LAST_REPORT
-        failed = [r for r in rows if r["status"] not in sweep.ENDED_AS_ASKED]
+        failed = [r for r in rows if r["status"] not in sweep.NOT_FAILED]
         if failed:  # every other job ran and is in the report; the exit status still tells scripts and CI
             _fail(f"{len(failed)} of {len(rows)} jobs failed (first: {failed[0]['error']}); "
                   f"see {sweep_dir / sweep.REPORT_MD}")

@@ -30,6 +30,10 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
 
+PLANNED = "planned"  # a --dry-run job: its plan.json, no result, not a failure
+NOT_FAILED = (*ENDED_AS_ASKED, PLANNED)
+
+
 def job_row(job: Path) -> dict:
     """Everything the report says about one job, from its files (its numbers: `run_summary`, as MLflow logs them)."""
     from promptrl.experiment.results import run_summary
@@ -45,6 +49,8 @@ def job_row(job: Path) -> dict:
         status, error = "failed", failed.read_text().strip().splitlines()[0]
     elif run_status.get("status") not in (None, "ok"):
         status, error = run_status["status"], run_status.get("reason", "")
+    elif baseline is None and evaluation is None and (plan := _read_json(job / "plan.json")) is not None:
+        status, error = PLANNED, f"dry run: {plan['calls']['total']} calls, ~${plan['cost']:.4f} (plan.json)"
     elif baseline is None and evaluation is None:
         status, error = "incomplete", "no baseline.json (stopped or still running)"
     else:
@@ -227,6 +233,6 @@ class SweepReportCallback(_HydraCallback):
             return "failed", f"sweep report not written: {type(error).__name__}: {error}"
         if not rows:
             return "failed", "no job ran"
-        failed = [r for r in rows if r["status"] not in ENDED_AS_ASKED]
+        failed = [r for r in rows if r["status"] not in NOT_FAILED]
         return ("failed", f"{len(failed)} of {len(rows)} jobs failed, were interrupted or did not finish") \
             if failed else ("ok", "")

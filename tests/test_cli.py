@@ -37,6 +37,13 @@ def test_help_lists_config_groups_and_options():
         (["train", "dataset=jsonl", "--no-progress"], "dataset.train_path"),
         (["train", "nb_runs=2", "dataset.test_size=100000", "--no-progress"], "lower the sizes"),
         (["evaluate", "--checkpoint", "missing.program.json"], "checkpoint not found"),
+        # a typo is refused with the nearest key, also when added with + (Hydra would add it, unread)
+        (["train", "epoch=3"], "did you mean epochs?"),
+        (["train", "+epoch=3"], "did you mean epochs?"),
+        (["train", "language_model.modle=x"], "did you mean language_model.model?"),
+        (["train", "+optimizer=random_few_shot", "optimizer.kk=4"], "did you mean optimizer.k?"),
+        # a key of a group that is only added: the group to add, not Hydra's `+optimizer.k=1`
+        (["train", "-m", "optimizer.k=1,3"], "no optimizer is chosen: add +optimizer=OPTION before it"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, expected, tmp_path):
@@ -73,6 +80,16 @@ def test_train_then_evaluate_checkpoint(tmp_path):
     assert "±" in result.output
     evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert evaluation["nb_runs"] == 3
+
+
+def test_the_sweep_example_of_the_help_is_a_command_that_runs(tmp_path):
+    example = next(line for line in runner.invoke(app, ["train", "--help"]).output.splitlines() if "Sweep:" in line)
+    args = example.split("Sweep:", 1)[1].split("  ")[0].split()
+    result = runner.invoke(app, ["train", *args, "--dry-run", f"hydra.sweep.dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("dry run - no LM called") == 3
+    # a dry-run job is planned, not failed: its row gives the plan's calls
+    assert (tmp_path / "sweep_report.md").read_text().count("| planned: dry run: ") == 3
 
 
 def test_hydra_flags_pass_through():
