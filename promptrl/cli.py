@@ -451,7 +451,7 @@ def _quoted(path: Path) -> str:
 @app.command(context_settings=CONTEXT, epilog=config_groups_help())
 def evaluate(
     ctx: typer.Context,
-    runs: int = typer.Option(None, "--runs", min=1, help="Number of evaluation runs (nb_runs)."),
+    runs: int = typer.Option(None, "--runs", help="Number of evaluation runs (nb_runs, checked with the config)."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="A *.program.json to evaluate."),
     trust_checkpoint_endpoint: bool = typer.Option(
         False, "--trust-checkpoint-endpoint",

@@ -37,6 +37,7 @@ def test_help_lists_config_groups_and_options():
         (["train", "dataset=jsonl", "--no-progress"], "dataset.train_path"),
         (["train", "nb_runs=2", "dataset.test_size=100000", "--no-progress"], "lower the sizes"),
         (["evaluate", "--checkpoint", "missing.program.json"], "checkpoint not found"),
+        (["evaluate", "--runs", "0"], "nb_runs must be an integer >= 1"),
         # a typo is refused with the nearest key, also when added with + (Hydra would add it, unread)
         (["train", "epoch=3"], "did you mean epochs?"),
         (["train", "+epoch=3"], "did you mean epochs?"),

@@ -73,6 +73,8 @@ def test_evaluate_a_checkpoint_with_the_trained_seed_and_a_report(tmp_path):
     assert evaluation["nb_runs"] == 3 and evaluation["mean"]["reward"] == 1.0
     report = (tmp_path / "eval" / "report.md").read_text()
     assert "checkpoint's training seed 0" in report
+    # the setup says the same: the splits are the checkpoint's, the runs the command line's
+    assert "examples (splits drawn with seed 0; runs use seed 5)" in report
 
 
 def test_evaluate_changes_only_the_overridden_setting_of_a_checkpoints_model(tmp_path):

@@ -333,8 +333,8 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
     out.mkdir(parents=True, exist_ok=True)
     run_status = RunStatus(out)
     try:
-        program, lm, test, dataset, notes = _evaluation_setup(cfg, out, log, override_language_model)
-        report_setup = run_setup(cfg, out, "evaluate", dataset, {"test": len(test)}, program)
+        program, lm, test, dataset, notes, split_seed = _evaluation_setup(cfg, out, log, override_language_model)
+        report_setup = run_setup(cfg, out, "evaluate", dataset, {"test": len(test)}, program, split_seed=split_seed)
         chance = chance_level(program.reward, dataset.output_data_model, dataset.y_train, test.y)
         tracker = _start_tracking(cfg, out, "evaluate")  # +logger=mlflow: once setup has checked the config
     except BaseException as error:
@@ -408,15 +408,15 @@ def _evaluation_setup(cfg, out: Path, log: Callable, override_language_model):
         source = ("the checkpoint file" if cfg.get("trust_checkpoint_endpoint") and override_language_model is not True
                   else "the config")
         log(f"checkpoint model: {lm.model} at {where} (endpoint and credentials from {source})")
-    for note in notes:
-        logging.getLogger("promptrl").warning(note)
+    for note in notes:  # the log level says it is a warning; the report keeps the note's own "Warning:"
+        logging.getLogger("promptrl").warning(note.removeprefix("Warning: "))
     reward, metrics = build_scorers(cfg, lm)
     program.compile(reward=reward, metrics=metrics)
     _write_config(cfg, out, language_model=lm.get_config(), **({"dataset": container(split_cfg, "dataset")} if adopted
                                                                 else {}))
     log(f"evaluating {cfg.checkpoint or program.name} on {dataset.name} test ({len(test)} examples), "
         f"{cfg.nb_runs} runs, model {lm.model}")
-    return program, lm, test, dataset, notes
+    return program, lm, test, dataset, notes, split_seed
 
 
 # ---- experiment tracking (+logger=mlflow): the recipe's side of promptrl.tracking ---------------

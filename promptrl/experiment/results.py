@@ -211,16 +211,19 @@ def _command(out: Path, command: str) -> str | None:
     return " ".join(["promptrl", command, *(shlex.quote(o) for o in shown)])
 
 
-def run_setup(cfg, out: Path, command: str, dataset, sizes: dict, program, optimizer=None) -> dict:
+def run_setup(cfg, out: Path, command: str, dataset, sizes: dict, program, optimizer=None,
+              split_seed: int | None = None) -> dict:
     """What a reviewer asks first, for report.md: the command, the data, the model, the reward and
-    metrics by name, the optimizer and its settings."""
+    metrics by name, the optimizer and its settings. `split_seed`: the seed the splits were drawn
+    with when it is not the run's (a checkpoint's training seed)."""
     from promptrl.experiment.build import container
 
     lm = program.language_models[0] if program.language_models else None
     judge = getattr(program.reward, "language_model", None)
     setup = {
         "command": _command(out, command),
-        "dataset": {"name": dataset.name, **sizes, "seed": cfg.get("seed")},
+        "dataset": {"name": dataset.name, **sizes, "seed": cfg.get("seed") if split_seed is None else split_seed,
+                    "runs_seed": cfg.get("seed")},
         "program": program.name,
         "language_model": (f"{lm.model} ({_settings(lm.get_config(), ('temperature', 'max_tokens'))})"
                            if lm is not None else None),
@@ -262,7 +265,8 @@ def _setup_lines(setup: dict, phases: dict, best, program_section) -> list[str]:
     d = setup["dataset"]
     sizes = ", ".join(f"{d[k]} {name}" for k, name in (("train", "train"), ("val", "validation"), ("test", "test"))
                       if d.get(k) is not None)
-    lines.append(f"- **Dataset**: {d['name']}: {sizes} examples (splits drawn with seed {d.get('seed')})")
+    runs = f"; runs use seed {d['runs_seed']}" if d.get("runs_seed", d.get("seed")) != d.get("seed") else ""
+    lines.append(f"- **Dataset**: {d['name']}: {sizes} examples (splits drawn with seed {d.get('seed')}{runs})")
     lines.append(f"- **Program**: {setup.get('program')}" + ("; picture below" if program_section else ""))
     if setup.get("language_model"):
         lines.append(f"- **Language model**: {setup['language_model']}")
