@@ -75,6 +75,8 @@ def test_evaluate_a_checkpoint_with_the_trained_seed_and_a_report(tmp_path):
     assert "checkpoint's training seed 0" in report
     # the setup says the same: the splits are the checkpoint's, the runs the command line's
     assert "examples (splits drawn with seed 0; runs use seed 5)" in report
+    # the command as a user would type it: the path Hydra needed quoted is shown without quotes
+    assert f"nb_runs=3 checkpoint={(tmp_path / 'run' / 'best.program.json').resolve()}" in report
 
 
 def test_evaluate_changes_only_the_overridden_setting_of_a_checkpoints_model(tmp_path):

@@ -6,6 +6,7 @@ import enum
 import json
 import os
 import random
+import re
 import shlex
 import socket
 import statistics
@@ -207,7 +208,11 @@ def _command(out: Path, command: str) -> str | None:
     shown = []
     for item in overrides:
         key, sep, value = str(item).partition("=")
-        shown.append(f"{key}={MASK}" if sep and is_secret_key(key.rsplit(".", 1)[-1]) else str(item))
+        if sep and is_secret_key(key.rsplit(".", 1)[-1]):
+            item = f"{key}={MASK}"
+        elif re.fullmatch(r"'[\w./:@+-]*'", value):  # a path the CLI quoted for Hydra, that needs no quotes
+            item = f"{key}={value[1:-1]}"
+        shown.append(str(item))
     return " ".join(["promptrl", command, *(shlex.quote(o) for o in shown)])
 
 
