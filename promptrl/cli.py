@@ -128,13 +128,14 @@ def _check_keys(config_name: str, args: list[str], command: str) -> None:
     """A key the config does not have is a typo: refused with the nearest key, also when added
     with `+` (Hydra would add it, and nothing would read it: `+epoch=3` ran 2 epochs)."""
     import difflib
+    import re
 
     names, _ = _top_level_names(config_name)
     for override in _overrides_in(args):
         if "=" not in override and not override.startswith("~"):
             continue
         key = override_key(override)
-        top = key.split(".", 1)[0].split("@", 1)[0]
+        top = re.split(r"[./@]", key, maxsplit=1)[0]  # a.b=1, hydra/launcher=joblib, group@package=option
         if top and top not in names:
             near = difflib.get_close_matches(top, sorted(names), n=1)
             guess = f"did you mean {key.replace(top, near[0], 1)}? " if near else ""
