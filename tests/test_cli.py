@@ -43,6 +43,9 @@ def test_help_lists_config_groups_and_options():
         (["train", "+epoch=3"], "did you mean epochs?"),
         (["train", "language_model.modle=x"], "did you mean language_model.model?"),
         (["train", "+optimizer=random_few_shot", "optimizer.kk=4"], "did you mean optimizer.k?"),
+        # added with +, a key the class does not take is named with the nearest setting it does
+        (["train", "+optimizer=random_few_shot", "+optimizer.kbest=4"], "did you mean optimizer.k_best?"),
+        (["train", "+reward.in_maskk=[answer]"], "reward.in_maskk is not a setting of ExactMatch"),
         # a key of a group that is only added: the group to add, not Hydra's `+optimizer.k=1`
         (["train", "-m", "optimizer.k=1,3"], "no optimizer is chosen: add +optimizer=OPTION before it"),
     ],

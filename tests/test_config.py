@@ -126,3 +126,14 @@ def test_experiments_compose_and_build(option):
     assert cfg.task_name == option and isinstance(lm, LanguageModel)
     if "optimizer" in cfg and cfg.optimizer:
         assert optimizer is not None
+
+
+def test_a_setting_a_class_does_not_take_is_named_with_the_nearest_one():
+    with pytest.raises(UserError, match=r"optimizer\.kbest is not a setting of RandomFewShot: did you mean "
+                                        r"optimizer\.k_best\? \(it takes k, k_best"):
+        instantiate_node({"_target_": "promptrl.optimizers.RandomFewShot", "kbest": 3}, "optimizer")
+    # in a nested node, the class and the config it sits in
+    nested = {"_target_": "promptrl.rewards.LMAsJudge",
+              "language_model": {"_target_": "promptrl.rewards.ExactMatch", "bogus": 1}}
+    with pytest.raises(UserError, match=r"ExactMatch has no setting 'bogus' \(in the 'reward' config\)"):
+        instantiate_node(nested, "reward")

@@ -6,6 +6,9 @@ cause come out as one-line UserErrors naming the config key.
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import re
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -29,11 +32,41 @@ def instantiate_node(node, what: str, **kwargs):
             if isinstance(inner, UserError):
                 raise inner from None
             inner = inner.__cause__
+        unexpected = _unexpected_setting(cause, node, what)
+        if unexpected:
+            raise UserError(unexpected) from None
         first_line = str(error).strip().splitlines()[0]
         raise UserError(f"cannot build {what}: {first_line} {cause or ''}; check the '{what}' config") from None
     except MissingMandatoryValue as error:
         key = f"{what}.{error.full_key}"
         raise UserError(f"missing value for {key}; set it on the command line: {key}=...") from None
+
+
+_UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+
+
+def _unexpected_setting(cause, node, what: str) -> str | None:
+    """`optimizer.kk is not a setting of RandomFewShot: did you mean optimizer.k? ...` for a key the
+    class does not take (Hydra only says the constructor got an unexpected keyword)."""
+    found = _UNEXPECTED.search(str(cause)) if isinstance(cause, TypeError) else None
+    target = node.get("_target_") if isinstance(node, dict) else None
+    if not found or not isinstance(target, str):
+        return None
+    class_name, key = found.groups()
+    module_name, _, attribute = target.rpartition(".")
+    if attribute != class_name:  # a nested node's class: its key path is not known here
+        return f"{class_name} has no setting '{key}' (in the '{what}' config); remove it or fix its name"
+    try:
+        import importlib
+
+        parameters = [p for p in inspect.signature(getattr(importlib.import_module(module_name), attribute)).parameters
+                      if p != "self"]
+    except (ImportError, AttributeError, TypeError, ValueError):
+        parameters = []
+    near = difflib.get_close_matches(key, parameters, n=1)
+    hint = f"did you mean {what}.{near[0]}? " if near else ""
+    takes = f"(it takes {', '.join(parameters)})" if parameters else ""
+    return f"{what}.{key} is not a setting of {class_name}: {hint}{takes}".rstrip()
 
 
 def container(cfg, key: str | None = None) -> Any:
