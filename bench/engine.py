@@ -5,7 +5,8 @@
 A stdlib mock server (bench/mock_openai.py, its own process) answers every request after exactly
 50 ms. Each client evaluates N distinct questions at a given concurrency c in a fresh process:
 efficiency = ideal wall (N x 0.05 / c) / measured wall; client CPU per example; peak RSS of the
-client process. Also: `fit` efficiency (RandomFewShot, batch 32, c=32) and the time from
+client process. Also: `fit` efficiency (RandomFewShot, batch 32, c=32), `evaluate` with an LM
+judge as the reward (c=32 each; efficiency against the program's calls alone) and the time from
 `import promptrl` to the first reply. Medians over --repeat runs; the table is printed and written
 to bench/results/engine.md (+ .json). DSPy is measured too when it is installed.
 """
@@ -84,6 +85,22 @@ def client_promptrl_fit(url: str, n: int, c: int) -> dict:
     program, xs, ys = _promptrl_program(url, n, c, optimizer=promptrl.optimizers.RandomFewShot(k=2))
     with timed() as spent:
         asyncio.run(program.fit(xs, ys, epochs=1, batch_size=c))
+    return spent
+
+
+def client_promptrl_judged(url: str, n: int, c: int) -> dict:
+    """evaluate with an LM judge as the reward (one judge call per example, on the same server):
+    ideal wall N x 0.05 / c when the judge works while the program still predicts."""
+    import asyncio
+
+    import promptrl
+
+    program, xs, ys = _promptrl_program(url, n, c)
+    judge = promptrl.LanguageModel("openai/mock", api_base=url, concurrency=c, num_retries=0, max_tokens=64)
+    program.compile(reward=promptrl.rewards.LMAsJudge("same answer", judge, skip_exact=False))
+    with timed() as spent:
+        logs = asyncio.run(program.evaluate(xs, ys, batch_size=c))
+    assert logs["failures"] == 0 and logs["infra_failures"] == 0, logs
     return spent
 
 
@@ -166,7 +183,7 @@ def first_call(url: str, n: int, c: int) -> dict:
     return spent
 
 
-CLIENTS = {"promptrl": client_promptrl, "promptrl_fit": client_promptrl_fit, "httpx": client_httpx,
+CLIENTS = {"promptrl": client_promptrl, "promptrl_fit": client_promptrl_fit, "promptrl_judged": client_promptrl_judged, "httpx": client_httpx,
            "aiohttp": client_aiohttp, "dspy": client_dspy, "first_call": first_call}
 
 
@@ -241,6 +258,8 @@ def main() -> None:
                     f"{k}={v:.3f}" if v is not None else f"{k}=-" for k, v in rows[(client, c)].items()), flush=True)
         fit_runs = [measure("promptrl_fit", url, args.n, 32) for _ in range(args.repeat)]
         fit_efficiency = median_of(fit_runs, "efficiency")
+        judged_efficiency = median_of([measure("promptrl_judged", url, args.n, 32) for _ in range(args.repeat)],
+                                      "efficiency")
         first = median_of([measure("first_call", url, 1, 1) for _ in range(args.repeat)], "wall")
     finally:
         server.terminate()
@@ -263,6 +282,8 @@ def main() -> None:
         lines.append(f"| {client} | " + " | ".join(cell(client, c, "efficiency", ".2f") for c in levels) + spent)
     lines += ["", f"fit (RandomFewShot, {args.n} examples, batch 32, c=32): efficiency "
               f"{'-' if fit_efficiency is None else f'{fit_efficiency:.2f}'}",
+              f"evaluate with an LM judge as the reward ({args.n} examples, c=32 for the program and the judge; "
+              f"ideal wall N x {DELAY} s / 32): efficiency {'-' if judged_efficiency is None else f'{judged_efficiency:.2f}'}",
               f"import promptrl + first call: {'-' if first is None else f'{first:.2f}'} s", ""]
     for bare in ("httpx", "aiohttp"):
         for c in levels:
@@ -283,6 +304,7 @@ def main() -> None:
     out.write_text(text)
     out.with_suffix(".json").write_text(json.dumps(
         {"rows": {f"{k[0]} c={k[1]}": v for k, v in rows.items()}, "fit_efficiency": fit_efficiency,
+         "judged_efficiency": judged_efficiency,
          "first_call_s": first, "load_average": {"start": load_before, "end": os.getloadavg()}}, indent=2))
 
 

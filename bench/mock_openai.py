@@ -15,6 +15,17 @@ import asyncio
 import json
 
 
+_VALUES = {"integer": 5, "number": 1.0, "boolean": True}  # any other type: "ok"
+
+
+def _requested_schema(response_format) -> dict:
+    """The JSON schema a request asks for (OpenAI's json_schema form or llama.cpp's), else {}."""
+    if not isinstance(response_format, dict):
+        return {}
+    schema = (response_format.get("json_schema") or {}).get("schema") or response_format.get("schema")
+    return schema if isinstance(schema, dict) else {}
+
+
 def make_handler(delay: float):
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -29,7 +40,12 @@ def make_handler(delay: float):
                 await asyncio.sleep(delay)
                 messages = body.get("messages", [{}])
                 question = str(messages[-1].get("content", ""))
-                content = json.dumps({"answer": question[-12:]})
+                schema = _requested_schema(body.get("response_format"))
+                properties = schema.get("properties", {})
+                if properties and "answer" not in properties:  # another data model (an LM judge's verdict)
+                    content = json.dumps({name: _VALUES.get(spec.get("type"), "ok") for name, spec in properties.items()})
+                else:
+                    content = json.dumps({"answer": question[-12:]})
                 if "[[ ##" in str(messages[0].get("content", "")):  # DSPy's chat format: answer in it, not JSON
                     content = f"[[ ## answer ## ]]\n{question[-12:]}\n\n[[ ## completed ## ]]"
                 reply = json.dumps({

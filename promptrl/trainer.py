@@ -1,8 +1,8 @@
 """The training loop behind `program.fit` / `program.evaluate` / `program.predict`.
 
 `predict`/`evaluate` (and validation) stream examples through a window sized from the language
-models' concurrency: a finished example makes room for the next, with no per-batch barrier.
-In `fit`, `batch_size` is the optimizer's step: a training batch runs concurrently, then the
+models' concurrency: a finished example makes room for the next, with no per-batch barrier, and
+is scored as soon as it is predicted (an LM judge works while the program's calls go on). In `fit`, `batch_size` is the optimizer's step: a training batch runs concurrently, then the
 optimizer sees it. Results stay in example order, so a reward is always paired with its own
 prediction by index.
 """
@@ -50,42 +50,20 @@ async def _run_one(program, index: int, x, seed: int | None, trace: bool) -> Pre
                           failure="infrastructure" if error.infrastructure else "invalid")
 
 
-async def run_batch(program, xs, indices, seed: int | None, trace: bool = False) -> list[Prediction]:
-    """Run examples concurrently; the result list is in the order of `xs`, whatever finishes first."""
-    return await run_all(_run_one(program, i, x, seed, trace) for i, x in zip(indices, xs))
-
-
-async def score(program, predictions: list[Prediction], ys) -> list[Prediction]:
-    """Attach each target, reward and metric score to its own prediction (by position). Predictions
-    are scored concurrently (an LM judge's calls fill its window), each result on its own prediction."""
-    if len(predictions) != len(ys):
-        raise ValueError("predictions and targets differ in length")
-
-    async def score_one(prediction: Prediction, y_true) -> None:
-        prediction.y_true = y_true
-        if program.reward:
-            scored = await _safe_score(program.reward, prediction)
-            if scored is None:  # no score is not a zero: the example is left out, like a call with no answer
-                prediction.reward, prediction.feedback = 0.0, "could not be scored"
-                if prediction.failure is None:
-                    prediction.failure = "infrastructure"
-            else:
-                prediction.reward, prediction.feedback = scored
-        for metric in program.metrics:
-            scored = await _safe_score(metric, prediction)
-            prediction.scores[metric.name] = None if scored is None else scored.score
-
-    scorers = [program.reward, *program.metrics]
-    models = [*program.language_models, *(getattr(s, "language_model", None) for s in scorers)]
-    window = 2 * max((m.concurrency for m in models if m is not None), default=4)
-    pending = iter(zip(predictions, ys))
-
-    async def worker():
-        for prediction, y_true in pending:  # shared: each worker takes the next prediction as it frees up
-            await score_one(prediction, y_true)
-
-    await run_all(worker() for _ in range(min(window, len(predictions))))
-    return predictions
+async def score_one(program, prediction: Prediction, y_true) -> None:
+    """Attach the target, the reward (and its feedback) and each metric's score to the prediction."""
+    prediction.y_true = y_true
+    if program.reward:
+        scored = await _safe_score(program.reward, prediction)
+        if scored is None:  # no score is not a zero: the example is left out, like a call with no answer
+            prediction.reward, prediction.feedback = 0.0, "could not be scored"
+            if prediction.failure is None:
+                prediction.failure = "infrastructure"
+        else:
+            prediction.reward, prediction.feedback = scored
+    for metric in program.metrics:
+        scored = await _safe_score(metric, prediction)
+        prediction.scores[metric.name] = None if scored is None else scored.score
 
 
 async def _safe_score(scorer, prediction: Prediction) -> Scored | None:
@@ -133,10 +111,13 @@ def _check_data(x, y, what: str) -> None:
         raise UserError(f"{what}: x has {len(x)} examples but y has {len(y)}; give one target per example")
 
 
-def stream_window(program) -> int:
-    """Examples in flight: twice the largest LM concurrency, so a program whose examples make
-    several calls (chains, parallel branches) still keeps every model's window full."""
-    return 2 * max((m.concurrency for m in program.language_models), default=4)
+def stream_window(program, scoring: bool = False) -> int:
+    """Examples in flight: twice the largest LM concurrency (the program's, and its scorers' when they
+    score as they go), so chains, parallel branches and an LM judge all keep their windows full."""
+    models = list(program.language_models)
+    if scoring:
+        models += [getattr(s, "language_model", None) for s in (program.reward, *program.metrics)]
+    return 2 * max((m.concurrency for m in models if m is not None), default=4)
 
 
 async def predict(program, x, batch_size: int = 8, seed: int | None = None, callbacks=None) -> list[Prediction]:
@@ -145,8 +126,18 @@ async def predict(program, x, batch_size: int = 8, seed: int | None = None, call
     return await _stream(program, [(i, example, seed) for i, example in enumerate(x)], callbacks)
 
 
-async def _stream(program, items: list[tuple[int, Any, int | None]], callbacks) -> list[Prediction]:
-    """The Prediction of each (index, x, seed), in the order of `items`, streamed through the window."""
+async def run_scored(program, xs, ys, indices, seed: int | None, trace: bool = False) -> list[Prediction]:
+    """Run and score examples (a training batch, an optimizer's candidate), in the order of `xs`."""
+    return await _stream(program, [(i, x, seed) for i, x in zip(indices, xs)], None, ys, trace)
+
+
+async def _stream(program, items: list[tuple[int, Any, int | None]], callbacks, ys=None,
+                  trace: bool = False) -> list[Prediction]:
+    """The Prediction of each (index, x, seed), in the order of `items`, streamed through the window;
+    with `ys` (one target per item), each is scored as soon as it is predicted: an LM judge's calls
+    overlap the program's instead of waiting for the slowest prediction."""
+    if ys is not None and len(ys) != len(items):
+        raise ValueError("predictions and targets differ in length")
     callbacks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks, program)
     callbacks.on_test_begin(len(items))
     results: list[Prediction | None] = [None] * len(items)
@@ -157,11 +148,13 @@ async def _stream(program, items: list[tuple[int, Any, int | None]], callbacks) 
         nonlocal done
         for k in pending:  # shared by the workers: each takes the next example as it frees up
             index, example, seed = items[k]
-            results[k] = await _run_one(program, index, example, seed, False)
+            results[k] = prediction = await _run_one(program, index, example, seed, trace)
+            if ys is not None:
+                await score_one(program, prediction, ys[k])
             done += 1
             callbacks.on_test_batch_end(done)
 
-    await run_all(worker() for _ in range(min(stream_window(program), len(items))))
+    await run_all(worker() for _ in range(min(stream_window(program, ys is not None), len(items))))
     callbacks.on_test_end()
     return results
 
@@ -176,9 +169,7 @@ async def evaluate_runs(program, x, y, seeds: list[int | None], callbacks=None) 
         raise UserError("evaluate needs a reward or metrics: call program.compile(reward=..., metrics=[...]) first")
     _check_data(x, y, "evaluate")
     items = [(i, example, seed) for i, example in enumerate(x) for seed in seeds]
-    predictions = await _stream(program, items, callbacks)
-    # scored together, so an LM judge's window fills across runs
-    await score(program, predictions, [y[i] for i, _, _ in items])
+    predictions = await _stream(program, items, callbacks, [y[i] for i, _, _ in items])
     runs = [predictions[r::len(seeds)] for r in range(len(seeds))]
     return [(summarize(run, program), run) for run in runs]
 
@@ -256,8 +247,8 @@ async def fit(program, x, y, validation_data=None, epochs: int = 1, batch_size: 
         epoch_predictions: list[Prediction] = []
         for step, start in enumerate(range(0, len(order), batch_size)):
             indices = order[start:start + batch_size]
-            batch = await run_batch(program, [x[i] for i in indices], indices, derive_seed(seed, "fit", epoch), True)
-            batch = await score(program, batch, [y[i] for i in indices])
+            batch = await run_scored(program, [x[i] for i in indices], [y[i] for i in indices], indices,
+                                     derive_seed(seed, "fit", epoch), True)
             epoch_predictions += batch
             if optimizer is not None:
                 await optimizer.on_batch_end(program, batch)

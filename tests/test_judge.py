@@ -14,7 +14,7 @@ from promptrl.engine.budget import Budget
 from promptrl.errors import BudgetReached, PredictionError
 from promptrl.rewards import LMAsJudge, Reward, Verdict
 from promptrl.testing import ScriptedLanguageModel, last_user_input, sentiment_student
-from promptrl.trainer import Prediction, evaluate, score
+from promptrl.trainer import Prediction, evaluate, score_one
 
 
 class Question(DataModel):
@@ -177,6 +177,38 @@ def test_evaluate_judges_each_prediction_with_its_input_and_keeps_the_critique()
     assert lm.usage_by_role["judge"].calls == 4
 
 
+def test_the_judge_scores_each_prediction_while_the_program_still_predicts():
+    """No barrier between predicting and judging: the first verdict is asked for before the
+    program's last call is made, in evaluate and in a training step."""
+    from promptrl.optimizers import RandomFewShot
+
+    started = []  # (who, input) in the order the calls start
+
+    def student_delay(messages):
+        started.append(("program", last_user_input(messages)["text"]))
+        return 0.02
+
+    def judge_delay(messages):
+        started.append(("judge", last_user_input(messages)["input"]["text"]))
+        return 0.02
+
+    student = ScriptedLanguageModel(lambda m, o: {"answer": last_user_input(m)["text"].upper()}, student_delay,
+                                    concurrency=2)
+    judge = ScriptedLanguageModel(lambda m, o: {"critique": "ok", "score": 5}, judge_delay, concurrency=2)
+    x0 = Input(Question)
+    program = Program(x0, Generator(Answer, student, name="gen")(x0))
+    program.compile(reward=LMAsJudge("same answer", judge, skip_exact=False), optimizer=RandomFewShot(k=1))
+    xs = [Question(text=t) for t in "abcdefgh"]
+    ys = [Answer(answer=t.upper()) for t in "abcdefgh"]
+    for run in (lambda: evaluate(program, xs, ys), lambda: program.fit(xs, ys, batch_size=8)):
+        started.clear()
+        program.reward.judgements.clear()  # judged afresh, not from the first run's verdicts
+        asyncio.run(run())
+        who = [w for w, _ in started]
+        assert who.count("program") == 8 and who.count("judge") == 8
+        assert who.index("judge") < len(who) - 1 - who[::-1].index("program"), who
+
+
 def cut_verdicts_for(*texts):
     """A judge whose verdict is cut short (invalid JSON) on these inputs and a 5 on the others."""
     def respond(messages, output_model):
@@ -239,7 +271,8 @@ def test_rewards_without_an_input_argument_still_work():
     program, _ = make_program()
     program.compile(reward=Old())
     pred = Prediction(index=0, x=Question(text="a"), y_pred=Answer(answer="A"))
-    assert asyncio.run(score(program, [pred], [Answer(answer="A")]))[0].reward == 1.0
+    asyncio.run(score_one(program, pred, Answer(answer="A")))
+    assert pred.reward == 1.0
 
 
 # ---- config --------------------------------------------------------------------------------------------------
@@ -341,6 +374,6 @@ def test_a_judge_watched_as_a_reward_metric_still_sees_the_input():
     prediction = Prediction(index=0, x=Question(text="q?"), y_pred=Answer(answer="b"))
     program, _ = make_program()
     program.compile(metrics=[metric])
-    asyncio.run(score(program, [prediction], [Answer(answer="a")]))
+    asyncio.run(score_one(program, prediction, Answer(answer="a")))
     assert prediction.scores["judged"] == 1.0
     assert last_user_input(lm.requests[0])["input"] == {"text": "q?"}

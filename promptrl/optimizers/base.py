@@ -88,7 +88,7 @@ class Optimizer:
         feedback and, with `trace`, every module's input and output. The program calls are accounted
         under the role "optimizer_scoring" in the program LM's usage."""
         from promptrl.language_model import usage_role
-        from promptrl.trainer import run_batch, score, summarize
+        from promptrl.trainer import run_scored, summarize
 
         saved, saved_metrics = program.trainable_variables, program.metrics
         program.metrics = []
@@ -98,7 +98,7 @@ class Optimizer:
             with usage_role("optimizer_scoring"):
                 x, y = batch
                 seed = self.seed if seed is None else seed
-                predictions = await score(program, await run_batch(program, x, range(len(x)), seed, trace), y)
+                predictions = await run_scored(program, x, y, range(len(x)), seed, trace)
             return summarize(predictions, program), predictions
         finally:
             program.set_trainable_variables(saved)
