@@ -112,12 +112,15 @@ def _check_data(x, y, what: str) -> None:
 
 
 def stream_window(program, scoring: bool = False) -> int:
-    """Examples in flight: twice the largest LM concurrency (the program's, and its scorers' when they
-    score as they go), so chains, parallel branches and an LM judge all keep their windows full."""
+    """Examples in flight: the sum of the concurrency of every LM they call (the program's, and the
+    scorers' when they score as they go). An example holds one call at a time along a chain, so this
+    keeps every model's window full - also when all examples are at the same model - and no example
+    waits for a slot that another model's window would have given it."""
     models = list(program.language_models)
     if scoring:
         models += [getattr(s, "language_model", None) for s in (program.reward, *program.metrics)]
-    return 2 * max((m.concurrency for m in models if m is not None), default=4)
+    distinct = {id(m): m for m in models if m is not None}
+    return sum(m.concurrency for m in distinct.values()) or 4
 
 
 async def predict(program, x, batch_size: int = 8, seed: int | None = None, callbacks=None) -> list[Prediction]:
