@@ -1,5 +1,15 @@
 """Errors a user can cause and fix. The CLI prints them as one line (no traceback)."""
 
+def one_line(text, width: int = 300) -> str:
+    """`text` on one line, at most `width` characters, cut at a word (marked ' ...'): a server's
+    error page or JSON dump inside a message stays readable."""
+    text = " ".join(str(text).split())
+    if len(text) <= width:
+        return text
+    cut = text[:width - 4]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > width // 2 else cut).rstrip() + " ..."
+
 
 class UserError(Exception):
     """Bad input from the user: the message names the problem and the fix."""

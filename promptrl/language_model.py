@@ -30,7 +30,7 @@ from promptrl.engine.structured import SETTING as STRUCTURED_OUTPUT, StructuredO
 from promptrl.engine.transports import (
     DEFAULT_LOCAL_MODEL, Completion, LiteLLMTransport, LocalTransport, is_local_model, local_model_path, strip_fences,
 )
-from promptrl.errors import BudgetReached, LanguageModelUnavailable, PredictionError, UserError
+from promptrl.errors import BudgetReached, LanguageModelUnavailable, PredictionError, UserError, one_line
 from promptrl.secrets import MASK, add_secret, collect, collect_from_text, is_headers_key, is_secret_key, strip_userinfo
 
 # litellm downloads its price map at import unless told to use the bundled copy (no network here).
@@ -280,7 +280,8 @@ class LanguageModel:
             raise
         except Exception as error:  # noqa: BLE001 - classified below by what it is, not when it happens
             self._account(calls=1, failures=1)
-            message = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            message = one_line(first_line)
             if is_connection_error(error):  # still refused or reset after the retries: the endpoint is gone
                 where = getattr(self._transport, "api_base", None) or self.api_base or "the provider's default endpoint"
                 raise LanguageModelUnavailable(f"cannot reach language model '{self.model}' at {where} ({message}); "
@@ -381,7 +382,7 @@ class LanguageModel:
                     if not self.is_local and self.structured.setting != "auto" and about_format(error):
                         raise LanguageModelUnavailable(
                             f"language model '{self.model}': the server rejects structured_output={mode} "
-                            f"({' '.join(str(error).split())[:160]}); use structured_output=auto") from error
+                            f"({one_line(error, 160)}); use structured_output=auto") from error
                     raise
                 latency = time.perf_counter() - started
                 self.limiter.on_success(latency)

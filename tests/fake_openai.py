@@ -11,6 +11,14 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+# How llama-cpp-python's server turns down a response_format: a JSON error whose message is a
+# validation dump with a traceback in it.
+REJECTION = json.dumps({"error": {"message": (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': "
+    "\"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}\n\n  File \"/srv/app.py\", line 376, "
+    "in create_chat_completion\n    POST /v1/chat/completions" + " at frame" * 40), "type": "internal_server_error"}})
+
+
 class Recorder:
     """What the server received, and its script: `actions` are used one per request, in order
     ({"status": 429, "headers": {...}}, {"sleep": s}, {"content": "text"}, {"reset": True});
@@ -35,7 +43,7 @@ def _handler(recorder: Recorder):
                 recorder.fail_first -= 1
                 action = {"status": 503}
             if (body.get("response_format") or {}).get("type") in recorder.rejected_formats:
-                action = {"status": 422, "body": "response_format: unsupported type"}
+                action = {"status": 422, "body": REJECTION}
             if action.get("reset"):
                 self.close_connection = True
                 self.connection.shutdown(2)

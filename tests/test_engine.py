@@ -67,6 +67,10 @@ def test_a_server_that_rejects_json_schema_gets_the_llama_cpp_form_once(server, 
     assert logs["reward"] == 1.0 and logs["failures"] == 0 and lm.usage.failures == 0
     assert lm.structured.mode == "json_object_schema" and len(lm.structured.fallbacks) == 1
     assert sum("rejected structured output" in r.message for r in caplog.records) == 1
+    # the server's own message, on one line, cut at a word: not its JSON wrapping, not its whole traceback
+    reason = lm.structured.fallbacks[0]["reason"]
+    assert reason.startswith("HTTP 422: 1 validation error: {'type': 'literal_error'") and "\n" not in reason
+    assert '{"error"' not in reason and reason.endswith(" ...") and len(reason) <= 215
     last = recorder.requests[-1]["body"]["response_format"]
     assert last["type"] == "json_object" and last["schema"]["properties"]["answer"]["enum"] == ["positive", "negative"]
     assert lm.usage.calls == 6  # a rejected form is not a prediction
@@ -122,6 +126,16 @@ def test_error_classes(server):
     predictions = predict(lm, ["great", "dull", "great"])
     assert [p is None for p in predictions] == [False, True, False] and len(recorder.requests) == 3
     assert lm.usage.retries == 0
+
+
+def test_an_error_reply_is_told_by_its_message_on_one_line():
+    from promptrl.engine.http import error_message
+
+    assert error_message(b'{"error": {"message": "model\\n  not found", "type": "x"}}') == "model not found"
+    assert error_message(b'{"error": "overloaded"}') == "overloaded"
+    assert error_message(b'{"detail": [{"msg": "field required"}]}') == '[{"msg": "field required"}]'
+    page = b"<html>\n<body>Bad Gateway</body>\n</html>" + b" filler" * 100
+    assert error_message(page).startswith("<html> <body>Bad Gateway") and len(error_message(page)) <= 300
 
 
 def test_invalid_json_is_a_failed_prediction(server):

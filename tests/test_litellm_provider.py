@@ -71,3 +71,26 @@ def test_api_key_never_reaches_outputs(server, tmp_path):
     assert result.exit_code == 0, result.output
     for file in (tmp_path / "run").iterdir():
         assert "sk-secret-123" not in file.read_text(errors="ignore"), file.name
+
+
+def test_a_model_name_without_a_provider_is_one_line_naming_the_prefix(server, tmp_path):
+    server, recorder = server
+    lm = promptrl.LanguageModel("smollm2", api_base=server, num_retries=0)
+    p, dataset = program(lm)
+    with pytest.raises(promptrl.errors.UserError, match="language_model.model=openai/smollm2 for an OpenAI-compatible"):
+        asyncio.run(p.predict([dataset.x_test[0]]))
+    assert recorder.requests == []
+
+
+def test_a_run_with_no_valid_answer_says_which_setting_to_change(server, tmp_path):
+    server, recorder = server
+    recorder.actions = [{"content": "positive"}] * 3  # JSON mode, schema only in the prompt: a bare word
+    result = CliRunner().invoke(app, ["evaluate", "language_model=openai", f"language_model.api_base={server}",
+                                      "language_model.structured_output=json_object", "nb_runs=1",
+                                      "dataset.test_size=3", "--no-progress", f"hydra.run.dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    warnings = [line.split("[WARNING] - ", 1)[-1] for line in result.output.splitlines() if "valid answer" in line]
+    assert warnings == ["no prediction of evaluation run 1 was a valid answer (first: openai/gpt-4o-mini: output "
+                        "failed validation: Invalid JSON: expected value at line 1 column 1); the server was not "
+                        "asked to follow the output schema (structured_output json_object); use "
+                        "language_model.structured_output=auto, which sends the schema"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from promptrl.engine.prices import price_per_token
 from promptrl.engine.transports import Completion
-from promptrl.errors import LanguageModelUnavailable, UserError
+from promptrl.errors import LanguageModelUnavailable, UserError, one_line
 
 if TYPE_CHECKING:
     from promptrl.language_model import LanguageModel
@@ -134,11 +134,11 @@ class HTTPTransport:
         except (aiohttp.ClientError, ConnectionError) as error:  # reset, server disconnected
             raise APIConnectionError(f"Connection error: {type(error).__name__}: {error}") from error
         if status >= 400:
-            message = " ".join(raw.decode("utf-8", "replace").split())[:300]  # one line, even from an HTML page
+            message = error_message(raw)
             if status in (401, 403, 404):
                 raise LanguageModelUnavailable(
                     f"language model '{self.lm.model}' at {self.api_base} refused the request (HTTP {status}: "
-                    f"{message[:120]}); check the model name, the api_base and the API key variable")
+                    f"{one_line(message, 120)}); check the model name, the api_base and the API key variable")
             raise _error_for(status, message, retry_after)
         try:
             data = json.loads(raw)
@@ -151,6 +151,23 @@ class HTTPTransport:
         return Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                           cost=prompt_tokens * self.input_price + completion_tokens * self.output_price,
                           truncated=choice.get("finish_reason") == "length")
+
+
+def error_message(raw: bytes) -> str:
+    """What an error reply says, on one line: the `message` of an OpenAI-style JSON error
+    ({"error": {"message": ...}}, {"error": "..."}, {"detail": ...}), else the body as text."""
+    text = raw.decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return one_line(text)
+    if isinstance(data, dict):
+        found = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(found, dict):
+            found = found.get("message", found)
+        if found:
+            return one_line(found if isinstance(found, str) else json.dumps(found))
+    return one_line(text)
 
 
 async def _close_at_loop_end(session):

@@ -18,6 +18,7 @@ import re
 import threading
 
 from promptrl.engine.scheduler import status_of
+from promptrl.errors import one_line
 
 MODES = ("json_schema", "json_object_schema", "json_object", "none")
 SETTING = ("auto", *MODES)
@@ -92,11 +93,11 @@ class StructuredOutput:
         with self._lock:
             if mode != self.mode:  # another call in flight already moved on: send this one again too
                 return about_format(error)
-            message = " ".join(str(error).split())
+            message = one_line(error, 200)
             if self.confirmed or mode == MODES[-1] or not about_format(error):
                 return False
             self.mode = MODES[MODES.index(mode) + 1]
-            reason = message[:200] if message.startswith("HTTP") else f"HTTP {status_of(error)}: {message[:200]}"
+            reason = message if message.startswith("HTTP") else f"HTTP {status_of(error)}: {message}"
             self.fallbacks.append({"from": mode, "to": self.mode, "reason": reason})
             log.warning("%s: the server rejected structured output '%s' (%s); using '%s' from now on",
                         self.owner, mode, reason, self.mode)

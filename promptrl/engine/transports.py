@@ -207,6 +207,13 @@ class LiteLLMTransport:
             kwargs["api_key"] = lm.api_key
         try:
             response = await litellm.acompletion(**kwargs)
+        except litellm.BadRequestError as error:
+            if "LLM Provider NOT provided" not in str(error):
+                raise
+            raise UserError(  # e.g. model=smollm2 with an api_base: litellm cannot tell where to send it
+                f"language model '{lm.model}' names no provider; prefix the name with one, e.g. "
+                f"language_model.model=openai/{lm.model} for an OpenAI-compatible server at api_base (vLLM, "
+                f"llama.cpp, LM Studio) or ollama_chat/{lm.model} for ollama") from None
         except (litellm.AuthenticationError, litellm.NotFoundError, litellm.PermissionDeniedError) as error:
             raise LanguageModelUnavailable(
                 f"language model '{lm.model}' refused the request ({type(error).__name__}); "

@@ -62,6 +62,9 @@ async def run_evaluations(program, split, cfg, phase: str, out: Path, progress: 
     atomic_write_text(out / f"{phase}_predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     for i, (logs, predictions) in enumerate(evaluations):
         log(f"{phase} run {i + 1}/{cfg.nb_runs}: " + ", ".join(f"{k}={v:.3f}" for k, v in logs.items()))
+        if predictions and all(p.failure == "invalid" for p in predictions):
+            logging.getLogger("promptrl").warning(no_valid_answer(program, f"{phase} run {i + 1}",
+                                                                  predictions[0].error))
         if status is not None:
             status.infra_failures(f"{phase} run {i + 1}", int(logs["infra_failures"]), len(predictions))
     for i, (logs, predictions) in enumerate(evaluations):
@@ -69,6 +72,18 @@ async def run_evaluations(program, split, cfg, phase: str, out: Path, progress: 
     result = aggregate(phase, runs, seeds, rewards)
     atomic_write_json(out / f"{phase}.json", result)
     return result
+
+
+def no_valid_answer(program, what: str, first_error: str | None) -> str:
+    """Why a run where no reply was an answer most likely went so, and the setting that fixes it."""
+    modes = {lm.structured.mode for lm in program.language_models if not lm.is_local}
+    if modes & {"json_object", "none"}:  # the schema was only in the prompt: small models echo it back
+        fix = (f"the server was not asked to follow the output schema (structured_output "
+               f"{'/'.join(sorted(modes))}); use language_model.structured_output=auto, which sends the schema")
+    else:
+        fix = ("check that the server enforces the schema it is sent (language_model.structured_output) and "
+               "that language_model.max_tokens leaves room for the whole JSON")
+    return f"no prediction of {what} was a valid answer (first: {first_error}); {fix}"
 
 
 def _embedders(program) -> list:
