@@ -144,12 +144,19 @@ def _check_keys(config_name: str, args: list[str], command: str) -> None:
 
 
 def _rewrite_hydra_error(report: str, config_name: str, args: list[str], command: str) -> str | None:
-    """Hydra's 'Could not override' as the fix: a key of an optional group that is not chosen
+    """An option the command does not have as one line; Hydra's 'Could not override' as the fix: a key of an optional group that is not chosen
     (`optimizer.k=3` with no +optimizer=...) names the group to add, not Hydra's `+optimizer.k`;
     a key its node does not have gets the nearest one."""
     import difflib
     import re
 
+    unknown = re.search(r"unrecognized arguments: (.+)", report)
+    if unknown:  # an option the command does not have: name it, not Hydra's whole argparse usage
+        options = unknown.group(1).strip()
+        if options.split()[0] == "--resume":
+            return (f"`promptrl {command}` has no --resume: only a train run is resumed (`promptrl train --resume "
+                    "RUN_DIR`); run the evaluation again")
+        return f"unknown option {options}{_hint(report, command)}"
     match = re.search(r"Could not override '([^']+)'.*?Key '([^']+)' is not in struct", " ".join(report.split()))
     if not match:
         return None
@@ -424,9 +431,11 @@ def _resume_args(run_dir: Path, args: list[str], multirun: bool) -> list[str]:
     if multirun:
         _fail("--resume takes one run dir; resume the jobs of a sweep one by one")
     run_status = read_status(run_dir)
-    if run_status is None or not (run_dir / "overrides.yaml").is_file() \
-            or not (run_dir / "initial.program.json").is_file():  # what only a train run that got going writes
+    if run_status is None or not (run_dir / "overrides.yaml").is_file():
         _fail(f"nothing to resume in {run_dir}: pass the run dir of a `promptrl train` run (it holds status.json)")
+    if not (run_dir / "initial.program.json").is_file():  # what only a train run that got going writes
+        _fail(f"{run_dir} is not a train run that got going (no initial.program.json: an evaluate run, or a train "
+              "run that stopped during setup); run it again instead of resuming it")
     status = run_status.get("status")
     if status == "ok":
         _fail(f"{run_dir} finished (status ok): nothing to resume")

@@ -48,6 +48,9 @@ def test_help_lists_config_groups_and_options():
         (["train", "+reward.in_maskk=[answer]"], "reward.in_maskk is not a setting of ExactMatch"),
         # a key of a group that is only added: the group to add, not Hydra's `+optimizer.k=1`
         (["train", "-m", "optimizer.k=1,3"], "no optimizer is chosen: add +optimizer=OPTION before it"),
+        # an option the command does not have is named, not Hydra's whole argparse usage
+        (["train", "--bogus"], "error: unknown option --bogus (see `promptrl train --help`"),
+        (["evaluate", "--resume", "outputs/x"], "`promptrl evaluate` has no --resume: only a train run is resumed"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, expected, tmp_path):
@@ -57,6 +60,7 @@ def test_user_errors_are_one_line_without_traceback(args, expected, tmp_path):
     assert "Traceback" not in output
     error_lines = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and expected in error_lines[0], output
+    assert "usage:" not in output
 
 
 @pytest.mark.integration

@@ -268,3 +268,13 @@ def test_a_resumed_run_keeps_its_budget_and_replays_invalid_replies_as_they_were
 def test_resume_refuses_what_it_cannot_resume(server, tmp_path):
     result = runner.invoke(app, ["train", "--resume", str(tmp_path)])
     assert result.exit_code == 1 and "nothing to resume" in result.output
+    url, recorder = server  # an evaluate run stopped by an outage: run again, not resumed as if it trained
+    recorder.actions = [{"status": 500, "body": "internal error"}] * 100
+    evaluated = tmp_path / "evaluated"
+    result = runner.invoke(app, ["evaluate", "language_model=openai", "nb_runs=1", "dataset.test_size=4", "--no-progress",
+                                 f"language_model.api_base={url}", "language_model.num_retries=0",
+                                 "language_model.max_consecutive_failures=2", f"hydra.run.dir={evaluated}"])
+    assert result.exit_code == 1 and read(evaluated, "status.json")["status"] == "failed"
+    result = runner.invoke(app, ["train", "--resume", str(evaluated)])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(errors) == 1 and "is not a train run that got going" in errors[0]
