@@ -144,9 +144,10 @@ def _check_keys(config_name: str, args: list[str], command: str) -> None:
 
 
 def _rewrite_hydra_error(report: str, config_name: str, args: list[str], command: str) -> str | None:
-    """An option the command does not have as one line; Hydra's 'Could not override' as the fix: a key of an optional group that is not chosen
-    (`optimizer.k=3` with no +optimizer=...) names the group to add, not Hydra's `+optimizer.k`;
-    a key its node does not have gets the nearest one."""
+    """Hydra's error as the fix: an option the command does not have is named (not argparse's usage);
+    for 'Could not override', a key of an optional group that is not chosen (`optimizer.k=3` with no
+    +optimizer=...) names the group to add, not Hydra's `+optimizer.k`; a key its node does not have
+    gets the nearest one."""
     import difflib
     import re
 

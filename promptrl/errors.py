@@ -1,5 +1,6 @@
 """Errors a user can cause and fix. The CLI prints them as one line (no traceback)."""
 
+
 def one_line(text, width: int = 300) -> str:
     """`text` on one line, at most `width` characters, cut at a word (marked ' ...'): a server's
     error page or JSON dump inside a message stays readable."""

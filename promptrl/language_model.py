@@ -280,8 +280,7 @@ class LanguageModel:
             raise
         except Exception as error:  # noqa: BLE001 - classified below by what it is, not when it happens
             self._account(calls=1, failures=1)
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            message = one_line(first_line)
+            message = one_line(str(error).strip().splitlines()[0]) if str(error).strip() else type(error).__name__
             if is_connection_error(error):  # still refused or reset after the retries: the endpoint is gone
                 where = getattr(self._transport, "api_base", None) or self.api_base or "the provider's default endpoint"
                 raise LanguageModelUnavailable(f"cannot reach language model '{self.model}' at {where} ({message}); "

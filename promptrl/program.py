@@ -8,7 +8,7 @@ from typing import Any
 import pydantic
 
 from promptrl.data_model import data_model_from_spec, data_model_to_spec, import_path
-from promptrl.errors import UserError
+from promptrl.errors import UserError, one_line
 from promptrl.io import atomic_write_json
 from promptrl.language_model import LanguageModel
 from promptrl.modules import Generator, Input, Module, RunContext, SymbolicNode, merge_data_models
@@ -250,7 +250,7 @@ class Program:
             except UserError:
                 raise
             except Exception as error:  # noqa: BLE001 - whatever a hand-edited file does, one line naming the node
-                message = " ".join(str(error).split())[:200]
+                message = one_line(error, 200)
                 raise UserError(f"checkpoint node '{node}' cannot be rebuilt ({type(error).__name__}: {message}); "
                                 "was the file edited by hand?") from None
         program = cls(

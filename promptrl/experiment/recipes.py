@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from promptrl import plots
 from promptrl.callbacks import Callback, HistoryLogger, ProgramCheckpoint, ProgressBar
 from promptrl.datasets import adopt_split_keys, describe_source
-from promptrl.errors import BudgetReached, UserError
+from promptrl.errors import BudgetReached, UserError, one_line
 from promptrl.experiment.build import (
     instantiate_node, build_budget, build_optimizer, build_program, build_scorers, build_splits, check_run_keys,
     container, judge_models, trust_configured_modules,
@@ -146,7 +146,7 @@ def _ending(error: BaseException) -> tuple[str, str]:
     """(status, reason) of a run stopped by `error`."""
     if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
         return "interrupted", "stopped by SIGINT/SIGTERM; every file written so far is kept"
-    text = " ".join(str(error).split())[:500]
+    text = one_line(error, 500)
     return "failed", text if isinstance(error, UserError) else f"{type(error).__name__}: {text}"
 
 
