@@ -154,9 +154,6 @@ def _rewrite_hydra_error(report: str, config_name: str, args: list[str], command
     unknown = re.search(r"unrecognized arguments: (.+)", report)
     if unknown:  # an option the command does not have: name it, not Hydra's whole argparse usage
         options = unknown.group(1).strip()
-        if options.split()[0] == "--resume":
-            return (f"`promptrl {command}` has no --resume: only a train run is resumed (`promptrl train --resume "
-                    "RUN_DIR`); run the evaluation again")
         return f"unknown option {options}{_hint(report, command)}"
     match = re.search(r"Could not override '([^']+)'.*?Key '([^']+)' is not in struct", " ".join(report.split()))
     if not match:
@@ -269,8 +266,8 @@ class HydraJob:
         try:
             return self.task(cfg, output_dir, list(hydra_cfg.overrides.task))
         except KeyboardInterrupt:
-            hint = f"; continue with `promptrl train --resume {output_dir}`" if self.command == "train" else ""
-            typer.secho(f"interrupted: every file written so far is in {output_dir}{hint}", err=True,
+            typer.secho(f"interrupted: every file written so far is in {output_dir}; continue with "
+                        f"`promptrl {self.command} --resume {output_dir}`", err=True,
                         fg=typer.colors.YELLOW)
             raise SystemExit(130) from None
         except Exception as error:  # noqa: BLE001
@@ -417,11 +414,11 @@ def train(
         # The job's value for sweepers that optimize (Optuna): a validation score, never a test score.
         return result["best"]["value"] if result["best"] else None
 
-    args = _resume_args(resume, ctx.args, multirun) if resume is not None else ctx.args
+    args = _resume_args(resume, ctx.args, multirun, "train") if resume is not None else ctx.args
     run_hydra("train", "train", args, multirun, debug, task)
 
 
-def _resume_args(run_dir: Path, args: list[str], multirun: bool) -> list[str]:
+def _resume_args(run_dir: Path, args: list[str], multirun: bool, command: str) -> list[str]:
     """The overrides a stopped run was started with (plus any given now), into its own run dir.
     Every call it made is deterministic (seeded) and its replies are in its reply cache, so the
     rerun replays them for free and carries on from where it stopped."""
@@ -433,10 +430,15 @@ def _resume_args(run_dir: Path, args: list[str], multirun: bool) -> list[str]:
         _fail("--resume takes one run dir; resume the jobs of a sweep one by one")
     run_status = read_status(run_dir)
     if run_status is None or not (run_dir / "overrides.yaml").is_file():
-        _fail(f"nothing to resume in {run_dir}: pass the run dir of a `promptrl train` run (it holds status.json)")
-    if not (run_dir / "initial.program.json").is_file():  # what only a train run that got going writes
-        _fail(f"{run_dir} is not a train run that got going (no initial.program.json: an evaluate run, or a train "
-              "run that stopped during setup); run it again instead of resuming it")
+        _fail(f"nothing to resume in {run_dir}: pass the run dir of a `promptrl {command}` run (it holds status.json)")
+    # status.json names its command; one written before it did is a train run if training got going
+    started_by = run_status.get("command") or ("train" if (run_dir / "initial.program.json").is_file() else None)
+    if started_by != command:
+        _fail(f"{run_dir} is a `promptrl {started_by}` run, not a `promptrl {command}` run: resume it with "
+              f"`promptrl {started_by} --resume {run_dir}`" if started_by else
+              f"{run_dir} is not a `promptrl {command}` run that got going; run it again instead of resuming it")
+    if command == "train" and not (run_dir / "initial.program.json").is_file():
+        _fail(f"{run_dir} stopped during setup, before training got going; run it again instead of resuming it")
     status = run_status.get("status")
     if status == "ok":
         _fail(f"{run_dir} finished (status ok): nothing to resume")
@@ -471,6 +473,9 @@ def evaluate(
     multirun: bool = typer.Option(False, "-m", "--multirun", help="Run a sweep (Hydra multirun)."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    resume: Path = typer.Option(None, "--resume", help="Run dir of an evaluate run that stopped (crash, kill, "
+                                                       "outage): run it again in place, its paid replies replayed "
+                                                       "from its reply cache."),
 ):
     """Evaluate a program (from the config or a checkpoint): mean ± std over runs."""
     from promptrl.experiment import run_evaluate
@@ -484,9 +489,11 @@ def evaluate(
         args.append(f"checkpoint={_quoted(checkpoint)}")
     if trust_checkpoint_endpoint:
         args.append("trust_checkpoint_endpoint=true")
+    if resume is not None:
+        args = _resume_args(resume, args, multirun, "evaluate")
     # A checkpoint keeps its own language model; `language_model=NAME` replaces it,
-    # `language_model.KEY=VALUE` changes only that setting of it.
-    lm_args = [override_key(a) for a in ctx.args if override_key(a).startswith("language_model")]
+    # `language_model.KEY=VALUE` changes only that setting of it (a resumed run: as it was started).
+    lm_args = [override_key(a) for a in args if override_key(a).startswith("language_model")]
     replaced = {"language_model", "language_model._target_"} & set(lm_args)
     override_lm = True if replaced else [a.split(".", 1)[1] for a in lm_args if "." in a]
 

@@ -40,6 +40,19 @@ def read(run_dir, name):
     return json.loads((run_dir / name).read_text())
 
 
+def run_killed(command: str, args: list[str], run_dir, recorder, after_requests: float) -> None:
+    """`promptrl COMMAND ARGS` in a process of its own, SIGKILLed (no handler runs, nothing is tidied
+    up) once the server has received `after_requests` requests."""
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"}
+    process = subprocess.Popen([sys.executable, "-m", "promptrl.cli", command, *args, f"hydra.run.dir={run_dir}"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(recorder.requests) < after_requests:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+
 def test_an_always_failing_provider_is_an_outage_not_a_result(server, tmp_path):
     url, recorder = server
     recorder.actions = [{"status": 500, "body": "internal error"}] * 1000
@@ -187,7 +200,6 @@ def test_a_dry_run_plans_exactly_the_calls_a_run_makes(server, tmp_path, optimiz
 def test_resume_after_sigkill_ends_as_an_uninterrupted_run_and_pays_nothing_twice(server, tmp_path, kill_at):
     url, recorder = server
     recorder.delay = lambda text: 0.05
-    env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"}
     args = ["+optimizer=fewshot_opro", *SMALL, f"language_model.api_base={url}", "epochs=2", "dataset.train_size=12",
             "optimizer.val_batch_size=3"]
     # The same run uninterrupted, for reference.
@@ -196,13 +208,7 @@ def test_resume_after_sigkill_ends_as_an_uninterrupted_run_and_pays_nothing_twic
     paid_whole = len(recorder.requests)
     recorder.requests.clear()
     run_dir = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "promptrl.cli", "train", *args, f"hydra.run.dir={run_dir}"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(recorder.requests) < paid_whole * kill_at:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)  # no handler runs, nothing is tidied up
-    process.wait(timeout=30)
+    run_killed("train", args, run_dir, recorder, paid_whole * kill_at)
     assert read(run_dir, "status.json")["status"] == "running"
     paid_before = len(recorder.requests)
     resumed = runner.invoke(app, ["train", "--resume", str(run_dir)])
@@ -246,16 +252,9 @@ def test_a_resumed_run_keeps_its_budget_and_replays_invalid_replies_as_they_were
     url, recorder = server
     recorder.actions = [{"content": "not json"}]  # the first reply fails validation: a replay must fail it too
     recorder.delay = lambda text: 0.05
-    env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"}
     args = ["+optimizer=random_few_shot", *SMALL, f"language_model.api_base={url}", "epochs=3",
             "dataset.train_size=12", "budget.max_calls=44", "language_model.concurrency=1"]
-    process = subprocess.Popen([sys.executable, "-m", "promptrl.cli", "train", *args, f"hydra.run.dir={tmp_path}"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(recorder.requests) < 12:  # in the baseline
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
+    run_killed("train", args, tmp_path, recorder, 12)  # in the baseline
     resumed = runner.invoke(app, ["train", "--resume", str(tmp_path)])
     assert resumed.exit_code == 0, resumed.output
     assert read(tmp_path, "status.json")["status"] == "budget_reached"
@@ -277,4 +276,53 @@ def test_resume_refuses_what_it_cannot_resume(server, tmp_path):
     assert result.exit_code == 1 and read(evaluated, "status.json")["status"] == "failed"
     result = runner.invoke(app, ["train", "--resume", str(evaluated)])
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert result.exit_code == 1 and len(errors) == 1 and "is not a train run that got going" in errors[0]
+    assert result.exit_code == 1 and len(errors) == 1, result.output
+    assert f"is a `promptrl evaluate` run, not a `promptrl train` run: resume it with `promptrl evaluate --resume" \
+        in errors[0]
+    # the provider is back: the evaluation resumes in place and ends ok
+    recorder.actions = []
+    result = runner.invoke(app, ["evaluate", "--resume", str(evaluated)])
+    assert result.exit_code == 0, result.output
+    assert read(evaluated, "status.json")["status"] == "ok" and (evaluated / "evaluation.json").exists()
+
+
+def test_an_evaluate_run_killed_mid_way_resumes_and_pays_nothing_twice(server, tmp_path):
+    url, recorder = server
+    recorder.delay = lambda text: 0.05
+    args = ["language_model=openai", f"language_model.api_base={url}", "language_model.concurrency=2",
+            "language_model.temperature=0.7", "nb_runs=2", "dataset.test_size=12", "--no-progress"]
+    whole = runner.invoke(app, ["evaluate", *args, f"hydra.run.dir={tmp_path / 'whole'}"])
+    assert whole.exit_code == 0, whole.output
+    paid_whole = len(recorder.requests)
+    recorder.requests.clear()
+    run_dir = tmp_path / "killed"
+    run_killed("evaluate", args, run_dir, recorder, paid_whole // 2)
+    paid_before = len(recorder.requests)
+    assert 0 < paid_before < paid_whole and not (run_dir / "evaluation.json").exists()
+    resumed = runner.invoke(app, ["evaluate", "--resume", str(run_dir)])
+    assert resumed.exit_code == 0, resumed.output
+    assert read(run_dir, "status.json")["status"] == "ok"
+    for name in ("evaluation.json", "evaluation_predictions.jsonl"):
+        assert (run_dir / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    usage = read(run_dir, "usage.json")["language_models"]["program"]
+    assert usage["replayed_calls"] >= paid_before - 2  # at most the calls in flight at the kill are paid twice
+    assert len(recorder.requests) - paid_before == usage["calls"]
+    assert usage["calls"] + usage["replayed_calls"] == paid_whole
+
+
+def test_an_interrupted_evaluation_says_how_to_resume_it(server, tmp_path):
+    url, recorder = server
+    recorder.delay = lambda text: 0.3
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "promptrl.cli", "evaluate", "language_model=openai", f"language_model.api_base={url}",
+         "nb_runs=1", "dataset.test_size=20", "--no-progress", f"hydra.run.dir={tmp_path}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(recorder.requests) < 2:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err[-2000:]
+    assert f"continue with `promptrl evaluate --resume {tmp_path}`" in err
+    assert read(tmp_path, "status.json")["status"] == "interrupted"

@@ -128,6 +128,15 @@ def run_stoppable(coroutine):
 REPLY_CACHE = "reply_cache"
 
 
+def keep_replies(cfg, out: Path, models) -> None:
+    """Every reply kept in the run dir (unless reply_cache=false): `--resume` replays what was paid
+    for instead of paying again."""
+    if cfg.get("reply_cache", True):
+        for model in models:
+            if model is not None:
+                model.use_reply_cache(out / REPLY_CACHE)
+
+
 def run_plan(cfg: DictConfig, output_dir) -> dict:
     """The dry run of `train`: build and check everything, call nothing, write plan.json."""
     from promptrl.experiment.plan import plan_train
@@ -201,7 +210,7 @@ def build_train(cfg) -> TrainSetup:
 async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    run_status = RunStatus(out)
+    run_status = RunStatus(out, "train")
     try:
         setup = build_train(cfg)
         dataset, train, val, test = setup.dataset, setup.train, setup.val, setup.test
@@ -222,10 +231,7 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
         run_status.end(*_ending(error))
         raise
     lms = {"program": lm, "optimizer": teacher, **judge_models([program.reward, *program.metrics], [lm])}
-    if cfg.get("reply_cache", True):  # replies kept in the run dir: `--resume` replays them instead of paying again
-        for model in lms.values():
-            if model is not None:
-                model.use_reply_cache(out / REPLY_CACHE)
+    keep_replies(cfg, out, lms.values())
     baseline = final = best = comparison = usage = None
     history: list[dict] = []
     status, reason, fitting, budget_stop = "failed", "", False, ""
@@ -346,7 +352,7 @@ def load_checkpoint(cfg, state: dict, language_model, override_language_model) -
 async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_language_model) -> dict:
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    run_status = RunStatus(out)
+    run_status = RunStatus(out, "evaluate")
     try:
         program, lm, test, dataset, notes, split_seed = _evaluation_setup(cfg, out, log, override_language_model)
         report_setup = run_setup(cfg, out, "evaluate", dataset, {"test": len(test)}, program, split_seed=split_seed)
@@ -355,6 +361,8 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
     except BaseException as error:
         run_status.end(*_ending(error))
         raise
+    judges = judge_models([program.reward, *program.metrics], program.language_models)
+    keep_replies(cfg, out, [*program.language_models, *judges.values()])
     result, status, reason, usage = None, "failed", "", None
     try:
         run_status.phase("evaluation")
@@ -367,7 +375,6 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
         raise
     finally:
         try:
-            judges = judge_models([program.reward, *program.metrics], program.language_models)
             usage = usage_report({"program": lm, **judges}, started, _embedders(program))
             atomic_write_json(out / "usage.json", usage)
             write_report(out, f"promptrl evaluate: {cfg.checkpoint or cfg.task_name}", {"evaluation": result},

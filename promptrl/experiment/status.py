@@ -1,7 +1,7 @@
 """Run status as data: `status.json` in every run dir, written atomically and kept current.
 
     {"status": "running" | "ok" | "budget_reached" | "failed" | "interrupted", "reason": "...", "phase": "...",
-     "started": "...", "updated": "...", "infra_failures": {...}}
+     "command": "train" | "evaluate", "started": "...", "updated": "...", "infra_failures": {...}}
 
 `failed`: the run stopped on an error it names (an endpoint that cannot be used, a provider that
 is down, too many calls without an answer). `interrupted`: SIGINT/SIGTERM; what was computed is
@@ -26,13 +26,13 @@ def _now() -> str:
 
 
 class RunStatus:
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, command: str):
         self.path = Path(out) / STATUS_FILE
         import os
         import socket
 
-        self.data = {"status": "running", "reason": "", "phase": "setup", "started": _now(), "updated": _now(),
-                     "infra_failures": {}, "host": socket.gethostname(), "pid": os.getpid()}
+        self.data = {"status": "running", "reason": "", "phase": "setup", "command": command, "started": _now(),
+                     "updated": _now(), "infra_failures": {}, "host": socket.gethostname(), "pid": os.getpid()}
         self._write()
 
     def _write(self) -> None:
