@@ -7,8 +7,10 @@ A stdlib mock server (bench/mock_openai.py, its own process) answers every reque
 efficiency = ideal wall (N x 0.05 / c) / measured wall; client CPU per example; peak RSS of the
 client process. Also: `fit` efficiency (RandomFewShot, batch 32, c=32), `evaluate` with an LM
 judge as the reward (c=32 each; efficiency against the program's calls alone) and the time from
-`import promptrl` to the first reply. Medians over --repeat runs; the table is printed and written
-to bench/results/engine.md (+ .json). DSPy is measured too when it is installed.
+`import promptrl` to the first reply. Medians over --repeat rounds, each round measuring every
+client at every level once (a VM that slows down mid-benchmark moves every client alike); the
+table and the issue's goals, met or missed, are printed and written to bench/results/engine.md
+(+ .json). DSPy is measured too when it is installed.
 """
 
 from __future__ import annotations
@@ -217,6 +219,30 @@ def median_of(runs: list[dict | None], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
+# (what, at least or at most, the goal): the issue's targets for the OpenAI-compatible path
+EFFICIENCY_GOALS = {8: 0.90, 32: 0.85, 128: 0.5}
+CPU_GOAL_MS, RSS_GOAL_MB, FIT_GOAL, FIRST_CALL_GOAL_S = 1.0, 120, 0.7, 0.5
+
+
+def goal_lines(rows: dict, levels: list[int], fit_efficiency, first) -> list[str]:
+    """One line per goal: the figure, the goal, met or missed (a missing figure is missed)."""
+    def line(name: str, value, goal: float, at_least: bool, fmt: str = ".2f") -> str:
+        met = value is not None and (value >= goal if at_least else value <= goal)
+        shown = "-" if value is None else format(value, fmt)
+        return f"- {name}: {shown} ({'>=' if at_least else '<='} {goal:g}) {'met' if met else 'MISSED'}"
+
+    promptrl = {c: rows.get(("promptrl", c), {}) for c in levels}
+    out = [line(f"efficiency c={c}", promptrl[c].get("efficiency"), goal, True)
+           for c, goal in EFFICIENCY_GOALS.items() if c in levels]
+    cpus = [v["cpu_ms_per_example"] for v in promptrl.values() if v.get("cpu_ms_per_example")]
+    rss = [v["peak_rss_mb"] for v in promptrl.values() if v.get("peak_rss_mb")]
+    out += [line("client CPU ms/example, worst level", max(cpus) if cpus else None, CPU_GOAL_MS, False),
+            line("peak RSS MB", max(rss) if rss else None, RSS_GOAL_MB, False, ".0f"),
+            line("fit efficiency (batch 32)", fit_efficiency, FIT_GOAL, True),
+            line("import promptrl + first call, s", first, FIRST_CALL_GOAL_S, False)]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1000, help="questions per evaluation (c >= 8)")
@@ -248,19 +274,26 @@ def main() -> None:
         if args.clients:
             clients = [c for c in clients if c in args.clients.split(",")]
         levels = [int(c) for c in args.concurrency.split(",")]
-        rows = {}
-        for client in clients:
+        # Interleaved: each round measures every client at every level once, so the VM getting slower
+        # or faster during the benchmark moves every client alike instead of whichever ran then.
+        runs: dict[tuple[str, int], list] = {}
+        extras = [("promptrl_fit", args.n, 32), ("promptrl_judged", args.n, 32), ("first_call", 1, 1)]
+        for round_ in range(args.repeat):
             for c in levels:
-                n = args.n_serial if c == 1 else args.n
-                runs = [measure(client, url, n, c) for _ in range(args.repeat)]
-                rows[(client, c)] = {k: median_of(runs, k) for k in ("efficiency", "cpu_ms_per_example", "peak_rss_mb")}
-                print(f"  {client:<9} c={c:<4} " + "  ".join(
-                    f"{k}={v:.3f}" if v is not None else f"{k}=-" for k, v in rows[(client, c)].items()), flush=True)
-        fit_runs = [measure("promptrl_fit", url, args.n, 32) for _ in range(args.repeat)]
-        fit_efficiency = median_of(fit_runs, "efficiency")
-        judged_efficiency = median_of([measure("promptrl_judged", url, args.n, 32) for _ in range(args.repeat)],
-                                      "efficiency")
-        first = median_of([measure("first_call", url, 1, 1) for _ in range(args.repeat)], "wall")
+                for client in clients:
+                    result = measure(client, url, args.n_serial if c == 1 else args.n, c)
+                    runs.setdefault((client, c), []).append(result)
+                    print(f"  round {round_ + 1} {client:<9} c={c:<4} " + (" ".join(
+                        f"{k}={result[k]:.3f}" for k in ("efficiency", "cpu_ms_per_example", "peak_rss_mb"))
+                        if result else "failed"), flush=True)
+            for client, n, c in extras:
+                runs.setdefault((client, c), []).append(measure(client, url, n, c))
+        rows = {(client, c): {k: median_of(runs[(client, c)], k)
+                              for k in ("efficiency", "cpu_ms_per_example", "peak_rss_mb")}
+                for client in clients for c in levels}
+        fit_efficiency = median_of(runs[("promptrl_fit", 32)], "efficiency")
+        judged_efficiency = median_of(runs[("promptrl_judged", 32)], "efficiency")
+        first = median_of(runs[("first_call", 1)], "wall")
     finally:
         server.terminate()
 
@@ -268,7 +301,7 @@ def main() -> None:
         v = rows.get((client, c), {}).get(key)
         return "-" if v is None else format(v, fmt)
 
-    lines = [f"# Engine benchmark: {DELAY * 1000:.0f} ms mock server, medians of {args.repeat} runs",
+    lines = [f"# Engine benchmark: {DELAY * 1000:.0f} ms mock server, medians of {args.repeat} interleaved rounds",
              "", f"N={args.n} questions (c=1: {args.n_serial}); efficiency = ideal wall (N x {DELAY} s / c) / "
              "measured wall; CPU and RSS of the client process. Load average (1, 5, 15 min) at start "
              f"{' '.join(f'{x:.2f}' for x in load_before)}, at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
@@ -297,6 +330,7 @@ def main() -> None:
                 f"{client} {v:.2f}" for client, v in cpu.items() if v) + "".join(
                 f"; promptrl / bare {bare} = {cpu['promptrl'] / cpu[bare]:.2f}x"
                 for bare in ("httpx", "aiohttp") if cpu.get(bare)))
+    lines += ["", "Goals (issue #10), measured above:"] + goal_lines(rows, levels, fit_efficiency, first)
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     out = Path(args.out)
