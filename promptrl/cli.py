@@ -278,7 +278,17 @@ class HydraJob:
                 atomic_write_text(output_dir / "FAILED", reason + "\n\n" + traceback.format_exc())
                 log.error("job failed: %s", reason)
                 return float("nan")  # what an optimizing sweeper (Optuna) records as a failed trial
-            _fail(str(error))
+            _fail(f"{error}{self._resume_hint(output_dir)}")
+
+    def _resume_hint(self, output_dir: Path) -> str:
+        """How to continue a run that stopped after its setup (a provider down, the failure budget),
+        replaying what it paid for; nothing for a setting refused before any call."""
+        from promptrl.experiment.status import read_status
+
+        status = read_status(output_dir) or {}
+        if status.get("command") != self.command or status.get("phase") in (None, "setup"):
+            return ""
+        return f"; once fixed, continue with `promptrl {self.command} --resume {output_dir}` (paid replies are kept)"
 
 
 def _plain(cfg):

@@ -78,6 +78,15 @@ def test_an_outage_mid_run_stops_it_without_a_paired_conclusion(server, tmp_path
     assert status["status"] == "failed" and "max_failure_rate" in status["reason"]
     assert (tmp_path / "baseline.json").exists() and not (tmp_path / "comparison.json").exists()
     assert "paired difference" not in result.output
+    [error] = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert error.endswith(f"once fixed, continue with `promptrl train --resume {tmp_path}` (paid replies are kept)")
+    # the provider is back: the run carries on, the baseline it paid for replayed, not paid again
+    recorder.actions, paid = [], len(recorder.requests)
+    resumed = runner.invoke(app, ["train", "--resume", str(tmp_path)])
+    assert resumed.exit_code == 0, resumed.output
+    assert read(tmp_path, "status.json")["status"] == "ok" and (tmp_path / "comparison.json").exists()
+    usage = read(tmp_path, "usage.json")["language_models"]["program"]
+    assert usage["cache_hits"] >= 20 and len(recorder.requests) - paid == usage["calls"]  # replayed (same process)
 
 
 def test_a_flaky_provider_within_budget_gives_an_honest_ok(server, tmp_path):
@@ -114,6 +123,7 @@ def test_an_empty_test_split_is_one_line(tmp_path):
     assert result.exit_code == 1
     assert [line for line in result.output.splitlines() if line.startswith("error:")][0].startswith("error: dataset")
     assert "test.jsonl has no lines; add examples to it" in result.output
+    assert "--resume" not in result.output  # refused in setup: nothing to resume, run it again
     assert read(tmp_path / "run", "status.json")["status"] == "failed"
 
 

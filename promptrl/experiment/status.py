@@ -64,7 +64,7 @@ def check_failure_budget(what: str, infra_failures: int, total: int, max_failure
         raise FailureBudgetExceeded(
             f"{what}: {infra_failures} of {total} examples got no answer from the provider "
             f"({infra_failures / total:.0%} > max_failure_rate={max_failure_rate:.0%}); the results would not mean "
-            "anything - check the provider (usage.json), then run again or raise max_failure_rate")
+            "anything - check the provider (usage.json), or raise max_failure_rate")
 
 
 def read_status(run_dir: Path) -> dict | None:
