@@ -281,12 +281,21 @@ class HydraJob:
             _fail(f"{error}{self._resume_hint(output_dir)}")
 
     def _resume_hint(self, output_dir: Path) -> str:
-        """How to continue a run that stopped after its setup (a provider down, the failure budget),
-        replaying what it paid for; nothing for a setting refused before any call."""
+        """How to continue a run that stopped after paying for calls (a provider down mid-run, the
+        failure budget), replaying them; nothing when no call was answered (running it again is the same)."""
+        import json
+
         from promptrl.experiment.status import read_status
 
         status = read_status(output_dir) or {}
-        if status.get("command") != self.command or status.get("phase") in (None, "setup"):
+        try:
+            usage = json.loads((output_dir / "usage.json").read_text())["language_models"]
+            # answered calls show as tokens (or, from a server that reports none, as calls beyond the failures)
+            paid = sum(max(u.get("calls", 0) - u.get("failures", 0), 0) + u.get("prompt_tokens", 0)
+                       + u.get("cache_hits", 0) for u in usage.values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            paid = 0
+        if status.get("command") != self.command or status.get("phase") in (None, "setup") or paid <= 0:
             return ""
         return f"; once fixed, continue with `promptrl {self.command} --resume {output_dir}` (paid replies are kept)"
 

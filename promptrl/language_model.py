@@ -69,7 +69,8 @@ class Usage:
     calls: int = 0
     cache_hits: int = 0
     failures: int = 0
-    retries: int = 0  # requests sent again (transient error, structured-output fallback); one call each
+    retries: int = 0  # requests sent again after a transient error (timeout, 429, 5xx); one call each
+    format_resends: int = 0  # requests sent again in the next structured-output mode (a server rejected one)
     cancelled: int = 0  # calls stopped in flight (SIGINT/SIGTERM); they may still be billed
     # What the cache hits cost when they were first paid (e.g. before a crash, for `--resume`): the
     # run's whole bill is cost + replayed_cost.
@@ -376,7 +377,7 @@ class LanguageModel:
                     self._account(latency_s=time.perf_counter() - started)
                     self.limiter.on_error(error)
                     if not self.is_local and self.structured.rejected(mode, error):
-                        self._account(retries=1)
+                        self._account(format_resends=1)
                         continue  # sent again at once in the next mode
                     if not self.is_local and self.structured.setting != "auto" and about_format(error):
                         raise LanguageModelUnavailable(

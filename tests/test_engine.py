@@ -74,6 +74,7 @@ def test_a_server_that_rejects_json_schema_gets_the_llama_cpp_form_once(server, 
     last = recorder.requests[-1]["body"]["response_format"]
     assert last["type"] == "json_object" and last["schema"]["properties"]["answer"]["enum"] == ["positive", "negative"]
     assert lm.usage.calls == 6  # a rejected form is not a prediction
+    assert lm.usage.retries == 0 and lm.usage.format_resends >= 1  # a rejected form is not flakiness either
 
 
 def test_fallback_goes_down_to_prompt_only(server):
@@ -83,6 +84,7 @@ def test_fallback_goes_down_to_prompt_only(server):
     assert predict(lm, ["great"])[0].answer == "positive"
     assert [f["to"] for f in lm.structured.fallbacks] == ["json_object_schema", "json_object", "none"]
     assert "response_format" not in recorder.requests[-1]["body"]
+    assert (lm.usage.format_resends, lm.usage.retries) == (3, 0)
 
 
 def test_a_fixed_mode_never_falls_back(server):

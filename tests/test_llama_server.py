@@ -68,3 +68,7 @@ def test_structured_output_reaches_a_llama_cpp_server_and_every_prediction_valid
     assert usage["structured_output"]["mode"] == "json_object_schema"
     assert [f["from"] for f in usage["structured_output"]["fallbacks"]] == ["json_schema"]
     assert "response_format" in usage["structured_output"]["fallbacks"][0]["reason"]
+    assert usage["retries"] == 0 and usage["format_resends"] >= 1  # a rejected form is not a flaky server
+    # the report says how the schema was asked for, beside the usage table
+    assert ("- program: structured output `json_object_schema` (setting `auto`, fell back from `json_schema` "
+            "(HTTP 500: ") in (tmp_path / "report.md").read_text()

@@ -59,6 +59,19 @@ def paired_comparison(baseline: dict, final: dict, seed: int | None = 0, resampl
     }
 
 
+def _call_path(role: str, u: dict) -> str | None:
+    """How a remote model was called: the structured-output mode (and any fallback), the resends,
+    the window of calls in flight. None for the embedded model and embedders."""
+    structured = u.get("structured_output")
+    if not structured:
+        return None
+    fell = "".join(f", fell back from `{f['from']}` ({f['reason']})" for f in structured.get("fallbacks", []))
+    window = u.get("concurrency") or {}
+    return (f"- {role}: structured output `{structured['mode']}` (setting `{structured['setting']}`{fell}); "
+            f"{u.get('retries', 0)} retries, {u.get('format_resends', 0)} format resends; "
+            f"at most {window.get('peak_in_flight', '-')} of {window.get('maximum', '-')} calls in flight")
+
+
 def usage_report(language_models: dict, started: float, embedding_models=()) -> dict:
     """Calls, tokens, cost, cache hits and failures per LM role; where and how long it ran."""
     # host/pid: which process ran the job (sweeps on joblib or Ray run jobs elsewhere)
@@ -403,6 +416,7 @@ def write_report(out: Path, title: str, phases: dict[str, dict | None], *, test_
         for name, v in rows:
             lines.append(f"| {name} | {v['model']} | {v['calls']} | {v['cache_hits']} | {v['failures']} | "
                          f"{v['prompt_tokens']} | {v['completion_tokens']} | {v['cost']:.4f} |")
+    lines += [""] + [line for role, u in usage["language_models"].items() if (line := _call_path(role, u))]
     source, variables = prompts if prompts else ("the program as evaluated", program.trainable_variables)
     lines += ["", f"Wall time: {usage['wall_time_s']:.0f} s", "", "## Prompts", "", f"From {source}.", ""]
     for module, values in variables.items():
