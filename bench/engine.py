@@ -106,10 +106,30 @@ def client_promptrl_judged(url: str, n: int, c: int) -> dict:
     return spent
 
 
+_SCHEMA = {"additionalProperties": False, "properties": {"answer": {"title": "Answer", "type": "string"}},
+           "required": ["answer"], "title": "Answer", "type": "object"}
+_SYSTEM = ("Given the input fields `question`, produce the output fields `answer`.\n\nAnswer with a JSON object "
+           "that follows this JSON schema:\n" + json.dumps(_SCHEMA, separators=(",", ":")))
+
+
 def _body(question: str) -> bytes:
+    """The very request promptrl sends for `question` (same bytes, checked when the benchmark starts): the
+    server does the same work for every client, and the bare clients build it per call as promptrl does."""
     return json.dumps({"model": "mock", "temperature": 0.0, "max_tokens": 32, "messages": [
-        {"role": "system", "content": "Answer with a JSON object."},
-        {"role": "user", "content": json.dumps({"question": question})}]}).encode()
+        {"role": "system", "content": _SYSTEM}, {"role": "user", "content": json.dumps({"question": question})}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "Answer", "schema": _SCHEMA,
+                                                                   "strict": True}}}).encode()
+
+
+def check_body() -> None:
+    """Fails when promptrl's request for a question differs from the bare clients' `_body`."""
+    program, xs, _ = _promptrl_program("http://127.0.0.1:9/v1", 1, 1)
+    lm, generator = program.language_models[0], program.generators[0]
+    from promptrl.language_model import schema_of
+
+    _, fmt = lm.structured.response_format(generator.output_data_model.__name__, schema_of(generator.output_data_model))
+    sent = lm._transport.encode_body(generator.render_messages(xs[0].model_dump()), fmt, None)
+    assert sent == _body(xs[0].question), (sent, _body(xs[0].question))
 
 
 def client_httpx(url: str, n: int, c: int) -> dict:
@@ -259,6 +279,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args)
+    check_body()
 
     load_before = os.getloadavg()  # other work on the machine moves every figure: say how busy it was
     server = subprocess.Popen([sys.executable, str(HERE / "mock_openai.py"), "--delay", str(DELAY)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -21,6 +22,12 @@ RESERVED_LOG_KEYS = ("reward", "failures", "infra_failures")
 
 def _as_tuple(value) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+@functools.lru_cache(maxsize=1024)
+def field_names(data_model: type[pydantic.BaseModel]) -> tuple[str, ...]:
+    """A data model's field names, read once per class (pydantic's `model_fields` is not free)."""
+    return tuple(data_model.model_fields)
 
 
 class Program:
@@ -100,11 +107,12 @@ class Program:
         values: dict[int, dict | pydantic.BaseModel] = {}
         data = x.model_dump() if isinstance(x, pydantic.BaseModel) else dict(x)
         for node in self.inputs:
-            missing = [k for k in node.data_model.model_fields if k not in data]
+            names = field_names(node.data_model)
+            missing = [k for k in names if k not in data]
             if missing:
                 raise UserError(f"program '{self.name}': input is missing field '{missing[0]}' of "
                                 f"{node.data_model.__name__} (got {sorted(data)}); check the dataset's input fields")
-            values[id(node)] = {k: data[k] for k in node.data_model.model_fields}
+            values[id(node)] = {k: data[k] for k in names}
         pending = [n for n in self.nodes if n.module is not None]
         while pending:
             # Every module whose parents are done runs now, concurrently.

@@ -58,6 +58,8 @@ def as_number(value: Any) -> float | None:
 
 def values_match(expected: Any, predicted: Any, case_sensitive: bool = True) -> bool:
     """Equality that treats numbers as numbers (18.0 == 18 == "18") and trims strings."""
+    if type(expected) is str and type(predicted) is str and expected.strip() == predicted.strip():
+        return True  # the common case, decided without the number parsing below
     if isinstance(expected, bool) or isinstance(predicted, bool):
         return type(expected) is type(predicted) and expected == predicted
     a, b = as_number(expected), as_number(predicted)
@@ -88,11 +90,18 @@ def _short(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def mismatch_feedback(y_true: dict, y_pred: dict, case_sensitive: bool = True) -> str:
-    """`answer: expected "(A)", got "(B)"` for every kept field that differs; "correct" if none."""
-    wrong = [f"{k}: expected {_short(v)}, got " + (_short(y_pred[k]) if k in y_pred else "nothing")
-             for k, v in y_true.items() if k not in y_pred or not values_match(v, y_pred[k], case_sensitive)]
-    return "; ".join(wrong) if wrong else "correct"
+def mismatched_fields(y_true: dict, y_pred: dict, case_sensitive: bool = True) -> list[str]:
+    """The kept fields whose predicted value differs from the target (or is missing)."""
+    return [k for k, v in y_true.items() if k not in y_pred or not values_match(v, y_pred[k], case_sensitive)]
+
+
+def mismatch_feedback(y_true: dict, y_pred: dict, case_sensitive: bool = True,
+                      wrong: list[str] | None = None) -> str:
+    """`answer: expected "(A)", got "(B)"` for every kept field that differs (`wrong`, when already
+    known); "correct" if none."""
+    wrong = mismatched_fields(y_true, y_pred, case_sensitive) if wrong is None else wrong
+    return "; ".join(f"{k}: expected {_short(y_true[k])}, got " + (_short(y_pred[k]) if k in y_pred else "nothing")
+                     for k in wrong) or "correct"
 
 
 class Reward:
@@ -137,12 +146,20 @@ class ExactMatch(Reward):
         self.case_sensitive = case_sensitive
 
     async def score(self, y_true: dict, y_pred: dict) -> float:
-        if not y_true:
-            return 0.0
-        return float(all(k in y_pred and values_match(v, y_pred[k], self.case_sensitive) for k, v in y_true.items()))
+        return float(bool(y_true) and not mismatched_fields(y_true, y_pred, self.case_sensitive))
 
     def feedback(self, y_true: dict, y_pred: dict, score: float) -> str:
         return mismatch_feedback(y_true, y_pred, self.case_sensitive) if y_true else "nothing to compare (no kept fields)"
+
+    async def scored(self, y_true, y_pred) -> Scored:
+        """Score and feedback from one comparison of the fields (every prediction is scored: keep it cheap)."""
+        if y_pred is None:
+            return Scored(0.0, NO_OUTPUT)
+        true, pred = apply_mask(y_true, self.in_mask, self.out_mask), apply_mask(y_pred, self.in_mask, self.out_mask)
+        if not true:
+            return Scored(0.0, "nothing to compare (no kept fields)")
+        wrong = mismatched_fields(true, pred, self.case_sensitive)
+        return Scored(0.0 if wrong else 1.0, mismatch_feedback(true, pred, wrong=wrong))
 
 
 def _as_text(data: dict) -> str:

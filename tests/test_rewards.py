@@ -270,3 +270,14 @@ def test_offline_ngram_cosine_tells_different_labels_apart():
     close = asyncio.run(reward({"answer": "the cat sat on the mat"}, {"answer": "a cat was sitting on the mat"}))
     apart = asyncio.run(reward({"answer": "positive"}, {"answer": "negative"}))
     assert same == pytest.approx(1.0) and apart < 0.5 < close < 1.0
+
+
+@pytest.mark.parametrize("true, pred", [
+    ({"a": "x", "b": 1}, {"a": " x ", "b": "1.0"}), ({"a": "x", "b": 1}, {"a": "y", "b": 2}), ({"a": "X"}, {"a": "x"}),
+    ({"a": "x"}, {}), ({}, {"a": "x"}), ({"a": [1, "2"]}, {"a": [1.0, 2]}), ({"a": True}, {"a": 1}),
+])
+@pytest.mark.parametrize("case_sensitive", [True, False])
+def test_exact_match_scored_in_one_pass_agrees_with_score_and_feedback(true, pred, case_sensitive):
+    reward = ExactMatch(case_sensitive=case_sensitive)
+    score = asyncio.run(reward.score(true, pred))
+    assert tuple(asyncio.run(reward.scored(true, pred))) == (score, reward.feedback(true, pred, score))
