@@ -115,10 +115,9 @@ _SYSTEM = ("Given the input fields `question`, produce the output fields `answer
 def _body(question: str) -> bytes:
     """The very request promptrl sends for `question` (same bytes, checked when the benchmark starts): the
     server does the same work for every client, and the bare clients build it per call as promptrl does."""
-    return json.dumps({"model": "mock", "temperature": 0.0, "max_tokens": 32, "messages": [
-        {"role": "system", "content": _SYSTEM}, {"role": "user", "content": json.dumps({"question": question})}],
-        "response_format": {"type": "json_schema", "json_schema": {"name": "Answer", "schema": _SCHEMA,
-                                                                   "strict": True}}}).encode()
+    return json.dumps({"model": "mock", "temperature": 0.0, "max_tokens": 32, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "Answer", "schema": _SCHEMA, "strict": True}}, "messages": [
+        {"role": "system", "content": _SYSTEM}, {"role": "user", "content": json.dumps({"question": question})}]}).encode()
 
 
 def check_body() -> None:

@@ -300,3 +300,27 @@ def test_import_promptrl_loads_only_the_call_path():
             "assert 'rewards' in dir(promptrl); print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_each_request_carries_the_prompts_of_the_moment_though_their_encoding_is_kept(server):
+    url, recorder = server
+    lm = openai_lm(url, concurrency=1)
+    program, dataset = sentiment_program(lm)
+    generator = program.generators[0]
+    texts = ["great", "dull"]
+
+    def sent_messages():
+        recorder.requests.clear()
+        asyncio.run(program.predict([dataset.input_data_model(text=t) for t in texts], seed=3))
+        return [r["body"]["messages"] for r in recorder.requests]
+
+    def expected():
+        return [generator.render_messages({"text": t}) for t in texts]
+
+    assert sent_messages() == expected()
+    generator.examples = [{"input": {"text": "great fun"}, "output": {"answer": "positive"}}]  # an optimizer step
+    assert sent_messages() == expected() and len(expected()[0]) == 4  # system, demo turn, example
+    generator._prompt_prefix()[1]["content"] = '{"text": "changed in place"}'  # the same dict, changed
+    assert [m[1]["content"] for m in sent_messages()] == ['{"text": "changed in place"}'] * 2
+    body = recorder.requests[-1]["body"]
+    assert body["response_format"]["type"] == "json_schema" and body["model"] == lm.model.split("/", 1)[1]

@@ -9,6 +9,7 @@ aiohttp was chosen by measurement (bench/engine.py): on a 50 ms mock at 32 calls
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 from typing import TYPE_CHECKING
@@ -89,15 +90,39 @@ class HTTPTransport:
                 self.body[name] = value
         self.input_price, self.output_price = price_per_token(lm.model)
         self._sessions: dict[int, tuple] = {}
+        self._encoded: collections.OrderedDict = collections.OrderedDict()  # see encode_body
 
     def encode_body(self, messages: list[dict], response_format: dict | None, seed: int | None) -> bytes:
-        """The request body: the settings, the messages, and the call's response_format and seed."""
-        body = {**self.body, "messages": messages}
+        """The request body: the settings, the call's response_format and seed, the messages. What
+        repeats from call to call - the settings with the schema, the system prompt and demonstration
+        turns (the same message objects while a generator's prompts do not change) - is encoded once;
+        only the last message, the example's own, is encoded per call."""
+        prefix, last = messages[:-1], messages[-1:]
+        key = (id(response_format), seed, *map(id, prefix))
+        entry = self._encoded.get(key)
+        # Used again while each message equals the copy taken when it was encoded (a changed dict is
+        # encoded again); response_format objects are made once per mode and kept by the entry.
+        if entry is not None and entry[0] is response_format and entry[1] == prefix:
+            self._encoded.move_to_end(key)
+            head = entry[2]
+        else:
+            head = self._head(response_format, seed, prefix)
+            self._encoded[key] = (response_format, [dict(m) for m in prefix], head)
+            if len(self._encoded) > _ENCODED_KEPT:
+                self._encoded.popitem(last=False)
+        tail = json.dumps(last)[1:]  # '{...}]': the example's own message, encoded per call
+        return (head + (", " if prefix and last else "") + tail + "}").encode()
+
+    def _head(self, response_format: dict | None, seed: int | None, prefix: list[dict]) -> str:
+        """The body's JSON text up to the last message: settings, response_format, seed, `"messages": [`
+        and the messages before the last."""
+        head = dict(self.body)
         if response_format is not None:
-            body["response_format"] = response_format
+            head["response_format"] = response_format
         if seed is not None:
-            body["seed"] = seed
-        return json.dumps(body).encode()
+            head["seed"] = seed
+        head["messages"] = prefix
+        return json.dumps(head)[:-2]  # '...]}' cut: the list is left open for the last message
 
     async def _session(self):
         import aiohttp
@@ -151,6 +176,9 @@ class HTTPTransport:
         return Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                           cost=prompt_tokens * self.input_price + completion_tokens * self.output_price,
                           truncated=choice.get("finish_reason") == "length")
+
+
+_ENCODED_KEPT = 64  # request heads kept: one per prompt state, response_format and seed in use
 
 
 def error_message(raw: bytes) -> str:
