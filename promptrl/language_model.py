@@ -252,10 +252,15 @@ class LanguageModel:
     def _cache_store(self):
         where = self.cache_dir or self._run_cache_dir
         if where and self._cache is None:
-            import diskcache
+            from promptrl.engine.reply_store import reply_store
 
-            self._cache = diskcache.Cache(where)
+            self._cache = reply_store(where)
         return self._cache
+
+    def flush_replies(self) -> None:
+        """Wait until every reply kept so far is on disk (the store writes on a thread of its own)."""
+        if self._cache is not None:
+            self._cache.flush()
 
     def _cache_key(self, messages: list[dict], schema: dict, seed: int | None) -> str:
         payload = [self.model, strip_userinfo(self.api_base), self.model_path, self.temperature, self.max_tokens,
@@ -308,8 +313,8 @@ class LanguageModel:
         self._account(calls=1, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
                       cost=completion.cost, latency_s=latency)  # time on the wire, not waiting for a slot
         if cache is not None:  # the raw reply: a replay fails validation exactly where the original did
-            cache[key] = json.dumps({"promptrl_reply": 2, "process": _PROCESS,
-                                     **{name: getattr(completion, name) for name in _COMPLETION_FIELDS}})
+            cache.put(key, json.dumps({"promptrl_reply": 2, "process": _PROCESS,
+                                       **{name: getattr(completion, name) for name in _COMPLETION_FIELDS}}))
         return self._validated(completion, output_model)
 
     def _replay(self, cache, key: str) -> Completion | None:

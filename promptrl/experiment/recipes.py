@@ -137,6 +137,16 @@ def keep_replies(cfg, out: Path, models) -> None:
                 model.use_reply_cache(out / REPLY_CACHE)
 
 
+def flush_replies(models) -> None:
+    """At the end of a run, however it ends: every kept reply on disk before the run says it ended."""
+    for model in models:
+        if model is not None:
+            try:
+                model.flush_replies()
+            except OSError as error:  # disk full: the results are written all the same
+                logging.getLogger("promptrl").warning("%s", error)
+
+
 def run_plan(cfg: DictConfig, output_dir) -> dict:
     """The dry run of `train`: build and check everything, call nothing, write plan.json."""
     from promptrl.experiment.plan import plan_train
@@ -292,6 +302,7 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
         status, reason = _ending(error)
         raise
     finally:
+        flush_replies(lms.values())
         try:
             if fitting or budget_stop:  # stopped in the middle of training: keep where it got to
                 program.save(out / "last.program.json")
@@ -362,7 +373,8 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
         run_status.end(*_ending(error))
         raise
     judges = judge_models([program.reward, *program.metrics], program.language_models)
-    keep_replies(cfg, out, [*program.language_models, *judges.values()])
+    models = [*program.language_models, *judges.values()]
+    keep_replies(cfg, out, models)
     result, status, reason, usage = None, "failed", "", None
     try:
         run_status.phase("evaluation")
@@ -374,6 +386,7 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
         status, reason = _ending(error)
         raise
     finally:
+        flush_replies(models)
         try:
             usage = usage_report({"program": lm, **judges}, started, _embedders(program))
             atomic_write_json(out / "usage.json", usage)

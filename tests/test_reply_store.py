@@ -1,0 +1,75 @@
+"""The reply store: replies handed over on the event loop, committed by a writer thread, read back
+by the same process before and after their commit, by another store after `flush`, and from a
+directory an earlier version wrote with diskcache."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+
+from promptrl.engine.reply_store import FILE, ReplyStore, reply_store
+
+
+def committed(directory) -> dict:
+    with sqlite3.connect(directory / FILE) as db:
+        return dict(db.execute("SELECT key, value FROM replies").fetchall())
+
+
+def test_a_reply_is_read_back_before_and_after_its_commit(tmp_path):
+    store = ReplyStore(str(tmp_path))
+    store.put("k1", "v1")
+    assert store.get("k1") == "v1"  # from memory, or from the table if the writer was quick
+    store.flush()
+    assert committed(tmp_path) == {"k1": "v1"} and store.get("k1") == "v1" and store.get("k2") is None
+    assert ReplyStore(str(tmp_path)).get("k1") == "v1"  # another store (a resumed run) reads it
+
+
+def test_many_replies_from_many_threads_are_all_committed(tmp_path):
+    store = reply_store(str(tmp_path))
+    assert reply_store(str(tmp_path / ".." / tmp_path.name)) is store  # one store per directory
+
+    def put(offset):
+        for i in range(500):
+            store.put(f"k{offset + i}", f"v{offset + i}")
+
+    threads = [threading.Thread(target=put, args=(t * 1000,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.flush()
+    assert committed(tmp_path) == {f"k{t * 1000 + i}": f"v{t * 1000 + i}" for t in range(4) for i in range(500)}
+    assert store._pending == {}
+
+
+def test_replies_are_on_disk_when_the_process_exits_without_a_flush(tmp_path):
+    code = (f"from promptrl.engine.reply_store import reply_store\n"
+            f"store = reply_store({str(tmp_path)!r})\n"
+            "for i in range(300): store.put(f'k{i}', 'v')\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert len(committed(tmp_path)) == 300
+
+
+def test_a_directory_written_by_diskcache_is_still_read(tmp_path):
+    import diskcache
+
+    with diskcache.Cache(str(tmp_path)) as old:  # how earlier versions kept replies
+        old["paid"] = "reply"
+    store = ReplyStore(str(tmp_path))
+    assert store.get("paid") == "reply" and store.get("other") is None
+
+
+def test_a_failed_write_is_told_at_flush_and_the_reply_stays_readable(tmp_path):
+    store = ReplyStore(str(tmp_path))
+    with sqlite3.connect(tmp_path / FILE) as db:
+        db.execute("CREATE TRIGGER full BEFORE INSERT ON replies BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    store.put("k", "v")
+    try:
+        store.flush()
+    except OSError as error:
+        assert "could not keep replies in" in str(error) and "disk full" in str(error)
+    else:
+        raise AssertionError("the failed write was not told")
+    assert store._pending == {"k": "v"}
