@@ -49,7 +49,20 @@ def test_replies_are_on_disk_when_the_process_exits_without_a_flush(tmp_path):
             f"store = reply_store({str(tmp_path)!r})\n"
             "for i in range(300): store.put(f'k{i}', 'v')\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FILE]  # closed: no -wal or -shm left beside it
     assert len(committed(tmp_path)) == 300
+
+
+def test_after_a_flush_the_file_alone_holds_every_reply(tmp_path):
+    store = ReplyStore(str(tmp_path))
+    for i in range(50):
+        store.put(f"k{i}", "v")
+    store.flush()
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / FILE).write_bytes((tmp_path / FILE).read_bytes())  # the .sqlite file without its -wal
+    assert len(committed(copy)) == 50
+    store.close()
 
 
 def test_a_directory_written_by_diskcache_is_still_read(tmp_path):

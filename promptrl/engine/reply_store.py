@@ -5,8 +5,8 @@ Kept on the event loop through diskcache, each reply cost ~0.2-0.3 ms of CPU and
 quarter of the efficiency at 32-128 calls in flight. Here the loop only hands the reply over; the
 writer commits it at once, with whatever else arrived meanwhile in the same transaction (5-35 us a
 reply; sqlite3 releases the GIL while it works). A reply waiting for its write is read from memory.
-`flush()` waits for every write: the recipes call it when a run ends, and at interpreter exit it
-runs for every store. A SIGKILL loses only replies handed over in its last moments.
+`flush()` waits for every write: the recipes call it when a run ends, and at interpreter exit every
+store is flushed and closed. A SIGKILL loses only replies handed over in its last moments.
 
 Directories written by earlier versions (diskcache's `cache.db`) are still read: a run started
 before an upgrade resumes without paying again for what it paid.
@@ -85,21 +85,45 @@ class ReplyStore:
         self._queue.put(key)
 
     def flush(self) -> None:
-        """Return once every reply handed over so far is committed; raise if a write failed."""
+        """Return once every reply handed over so far is committed and in replies.sqlite itself (not
+        only in its write-ahead log: the file alone can be copied); raise if a write failed."""
         if self._writer is not None:
             self._queue.join()
+            with self._read_lock:
+                self._reader.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if self.error is not None:
             error, self.error = self.error, None
             raise OSError(f"could not keep replies in {self._path}: {error}") from error
 
+    def close(self) -> None:
+        """Flush, stop the writer and close the file (SQLite then removes its -wal and -shm files)."""
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._queue.put(None)
+                self._writer.join(timeout=60)
+            with self._read_lock:
+                self._reader.close()
+
     def _write_forever(self) -> None:
         db = _connect(self._path)
         while True:
-            keys = [self._queue.get()]  # then whatever arrived meanwhile: one transaction for all
+            first = self._queue.get()
+            if first is None:  # close()
+                db.close()
+                self._queue.task_done()
+                return
+            keys = [first]  # then whatever arrived meanwhile: one transaction for all
             while len(keys) < _BATCH:
                 try:
                     keys.append(self._queue.get_nowait())
                 except queue.Empty:
+                    break
+                if keys[-1] is None:  # close() asked meanwhile: write these first
+                    keys.pop()
+                    self._queue.task_done()
+                    self._queue.put(None)
                     break
             rows = [(key, self._pending[key]) for key in dict.fromkeys(keys) if key in self._pending]
             try:
@@ -120,9 +144,9 @@ class ReplyStore:
 
 
 @atexit.register
-def _flush_all() -> None:
+def _close_all() -> None:
     for store in list(_OPEN.values()):
         try:
-            store.flush()
-        except OSError:
+            store.close()
+        except (OSError, sqlite3.Error):
             pass  # the run already reported it, or there is no one left to tell
