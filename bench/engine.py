@@ -6,8 +6,9 @@ A stdlib mock server (bench/mock_openai.py, its own process) answers every reque
 50 ms. Each client evaluates N distinct questions at a given concurrency c in a fresh process:
 efficiency = ideal wall (N x 0.05 / c) / measured wall; client CPU per example; peak RSS of the
 client process. Also: `fit` efficiency (RandomFewShot, batch 32, c=32), `evaluate` with an LM
-judge as the reward (c=32 each; efficiency against the program's calls alone) and the time from
-`import promptrl` to the first reply. Medians over --repeat rounds, each round measuring every
+judge as the reward (c=32 each; efficiency against the program's calls alone), `evaluate` with
+the reply cache on as every CLI run has it (c=32) and the time from `import promptrl` to the
+first reply. Medians over --repeat rounds, each round measuring every
 client at every level once (a VM that slows down mid-benchmark moves every client alike); the
 table and the issue's goals, met or missed, are printed and written to bench/results/engine.md
 (+ .json). DSPy is measured too when it is installed.
@@ -75,6 +76,22 @@ def client_promptrl(url: str, n: int, c: int) -> dict:
     program, xs, ys = _promptrl_program(url, n, c)
     with timed() as spent:
         logs = asyncio.run(program.evaluate(xs, ys, batch_size=c))
+    assert logs["failures"] == 0, logs
+    return spent
+
+
+def client_promptrl_kept(url: str, n: int, c: int) -> dict:
+    """evaluate with the reply cache on, as every `promptrl train` / `evaluate` run keeps its replies
+    (reply_cache=true): the CLI's own call path."""
+    import asyncio
+    import tempfile
+
+    program, xs, ys = _promptrl_program(url, n, c)
+    with tempfile.TemporaryDirectory() as kept:
+        program.language_models[0].use_reply_cache(kept)
+        with timed() as spent:
+            logs = asyncio.run(program.evaluate(xs, ys, batch_size=c))
+            program.language_models[0].flush_replies()  # every reply on disk, as a run ends
     assert logs["failures"] == 0, logs
     return spent
 
@@ -204,7 +221,8 @@ def first_call(url: str, n: int, c: int) -> dict:
     return spent
 
 
-CLIENTS = {"promptrl": client_promptrl, "promptrl_fit": client_promptrl_fit, "promptrl_judged": client_promptrl_judged, "httpx": client_httpx,
+CLIENTS = {"promptrl": client_promptrl, "promptrl_fit": client_promptrl_fit, "promptrl_judged": client_promptrl_judged,
+           "promptrl_kept": client_promptrl_kept, "httpx": client_httpx,
            "aiohttp": client_aiohttp, "dspy": client_dspy, "first_call": first_call}
 
 
@@ -297,7 +315,8 @@ def main() -> None:
         # Interleaved: each round measures every client at every level once, so the VM getting slower
         # or faster during the benchmark moves every client alike instead of whichever ran then.
         runs: dict[tuple[str, int], list] = {}
-        extras = [("promptrl_fit", args.n, 32), ("promptrl_judged", args.n, 32), ("first_call", 1, 1)]
+        extras = [("promptrl_fit", args.n, 32), ("promptrl_judged", args.n, 32), ("promptrl_kept", args.n, 32),
+                  ("first_call", 1, 1)]
         for round_ in range(args.repeat):
             for c in levels:
                 for client in clients:
@@ -313,6 +332,7 @@ def main() -> None:
                 for client in clients for c in levels}
         fit_efficiency = median_of(runs[("promptrl_fit", 32)], "efficiency")
         judged_efficiency = median_of(runs[("promptrl_judged", 32)], "efficiency")
+        kept = {k: median_of(runs[("promptrl_kept", 32)], k) for k in ("efficiency", "cpu_ms_per_example")}
         first = median_of(runs[("first_call", 1)], "wall")
     finally:
         server.terminate()
@@ -337,6 +357,9 @@ def main() -> None:
               f"{'-' if fit_efficiency is None else f'{fit_efficiency:.2f}'}",
               f"evaluate with an LM judge as the reward ({args.n} examples, c=32 for the program and the judge; "
               f"ideal wall N x {DELAY} s / 32): efficiency {'-' if judged_efficiency is None else f'{judged_efficiency:.2f}'}",
+              "evaluate with the reply cache on, as every CLI run keeps its replies (c=32): efficiency "
+              + ("-" if kept["efficiency"] is None else
+                 f"{kept['efficiency']:.2f}, client CPU {kept['cpu_ms_per_example']:.2f} ms/example"),
               f"import promptrl + first call: {'-' if first is None else f'{first:.2f}'} s", ""]
     for bare in ("httpx", "aiohttp"):
         for c in levels:
@@ -358,7 +381,7 @@ def main() -> None:
     out.write_text(text)
     out.with_suffix(".json").write_text(json.dumps(
         {"rows": {f"{k[0]} c={k[1]}": v for k, v in rows.items()}, "fit_efficiency": fit_efficiency,
-         "judged_efficiency": judged_efficiency,
+         "judged_efficiency": judged_efficiency, "reply_cache_kept": kept,
          "first_call_s": first, "load_average": {"start": load_before, "end": os.getloadavg()}}, indent=2))
 
 
