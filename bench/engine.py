@@ -89,9 +89,9 @@ def client_promptrl_kept(url: str, n: int, c: int) -> dict:
     program, xs, ys = _promptrl_program(url, n, c)
     with tempfile.TemporaryDirectory() as kept:
         program.language_models[0].use_reply_cache(kept)
-        with timed() as spent:
-            logs = asyncio.run(program.evaluate(xs, ys, batch_size=c))
-            program.language_models[0].flush_replies()  # every reply on disk, as a run ends
+        with timed() as spent:  # seeded as the CLI's runs are: each call carries a seed of its own
+            logs = asyncio.run(program.evaluate(xs, ys, batch_size=c, seed=0))
+            program.language_models[0].close_replies()  # every reply on disk, as a run ends
     assert logs["failures"] == 0, logs
     return spent
 

@@ -447,9 +447,13 @@ def _resume_args(run_dir: Path, args: list[str], multirun: bool, command: str) -
 
     if multirun:
         _fail("--resume takes one run dir; resume the jobs of a sweep one by one")
+    if not run_dir.is_dir():
+        _fail(f"no run dir {run_dir}: pass the run dir a stopped `promptrl {command}` printed (outputs/<task>/runs/...)")
     run_status = read_status(run_dir)
     if run_status is None or not (run_dir / "overrides.yaml").is_file():
         _fail(f"nothing to resume in {run_dir}: pass the run dir of a `promptrl {command}` run (it holds status.json)")
+    if run_status.get("status") == "ok":
+        _fail(f"{run_dir} finished (status ok): nothing to resume")
     # status.json names its command; one written before it did is a train run if training got going
     started_by = run_status.get("command") or ("train" if (run_dir / "initial.program.json").is_file() else None)
     if started_by != command:
@@ -459,8 +463,6 @@ def _resume_args(run_dir: Path, args: list[str], multirun: bool, command: str) -
     if command == "train" and not (run_dir / "initial.program.json").is_file():
         _fail(f"{run_dir} stopped during setup, before training got going; run it again instead of resuming it")
     status = run_status.get("status")
-    if status == "ok":
-        _fail(f"{run_dir} finished (status ok): nothing to resume")
     if still_running(run_status):
         _fail(f"{run_dir} is still running (pid {run_status['pid']}); stop it first (kill {run_status['pid']})")
     given = {override_key(a) for a in args}

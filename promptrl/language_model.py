@@ -262,6 +262,13 @@ class LanguageModel:
         if self._cache is not None:
             self._cache.flush()
 
+    def close_replies(self) -> None:
+        """Flush and close the reply store (a run's end: its writer thread and files are let go); a
+        later call opens it again."""
+        store, self._cache = self._cache, None
+        if store is not None:
+            store.close()
+
     def _cache_key(self, messages: list[dict], schema: dict, seed: int | None) -> str:
         payload = [self.model, strip_userinfo(self.api_base), self.model_path, self.temperature, self.max_tokens,
                    self._public_extra(), seed, messages, schema]

@@ -50,7 +50,7 @@ def test_help_lists_config_groups_and_options():
         (["train", "-m", "optimizer.k=1,3"], "no optimizer is chosen: add +optimizer=OPTION before it"),
         # an option the command does not have is named, not Hydra's whole argparse usage
         (["train", "--bogus"], "error: unknown option --bogus (see `promptrl train --help`"),
-        (["evaluate", "--resume", "outputs/x"], "nothing to resume in outputs/x: pass the run dir of a `promptrl evaluate`"),
+        (["evaluate", "--resume", "outputs/x"], "no run dir outputs/x: pass the run dir a stopped `promptrl evaluate` printed"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args, expected, tmp_path):

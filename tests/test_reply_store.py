@@ -82,7 +82,35 @@ def test_a_failed_write_is_told_at_flush_and_the_reply_stays_readable(tmp_path):
     try:
         store.flush()
     except OSError as error:
-        assert "could not keep replies in" in str(error) and "disk full" in str(error)
+        assert "could not keep 1 replies in" in str(error) and "disk full" in str(error)
     else:
         raise AssertionError("the failed write was not told")
     assert store._pending == {"k": "v"}
+
+
+def test_a_closed_store_is_let_go_and_opened_again(tmp_path):
+    store = reply_store(str(tmp_path))
+    store.put("k", "v")
+    store.close()
+    store.close()  # twice: models of a run share their store
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FILE]
+    assert not any(t.name.startswith("promptrl-replies") and t.is_alive() for t in threading.enumerate()
+                   if str(tmp_path) in t.name)
+    again = reply_store(str(tmp_path))
+    assert again is not store and again.get("k") == "v"
+    again.close()
+
+
+def test_a_store_whose_file_cannot_be_opened_says_so_at_flush_instead_of_hanging(tmp_path):
+    import shutil
+
+    store = ReplyStore(str(tmp_path / "gone"))
+    shutil.rmtree(tmp_path / "gone")  # the writer cannot open its file
+    store.put("k", "v")
+    try:
+        store.flush()
+    except OSError as error:
+        assert "could not keep 1 replies" in str(error)
+    else:
+        raise AssertionError("the lost write was not told")
+    assert store.get("k") == "v"

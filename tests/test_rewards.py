@@ -281,3 +281,14 @@ def test_exact_match_scored_in_one_pass_agrees_with_score_and_feedback(true, pre
     reward = ExactMatch(case_sensitive=case_sensitive)
     score = asyncio.run(reward.score(true, pred))
     assert tuple(asyncio.run(reward.scored(true, pred))) == (score, reward.feedback(true, pred, score))
+
+
+def test_a_subclass_of_exact_match_keeps_its_own_score_and_feedback():
+    class CaseFree(ExactMatch):
+        async def score(self, y_true, y_pred):
+            return float(str(y_true["answer"]).lower() == str(y_pred["answer"]).lower())
+
+        def feedback(self, y_true, y_pred, score):
+            return "custom"
+
+    assert tuple(asyncio.run(CaseFree().scored({"answer": "Yes"}, {"answer": "yes"}))) == (1.0, "custom")

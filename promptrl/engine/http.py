@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import json
 import os
 from typing import TYPE_CHECKING
@@ -98,31 +99,34 @@ class HTTPTransport:
         turns (the same message objects while a generator's prompts do not change) - is encoded once;
         only the last message, the example's own, is encoded per call."""
         prefix, last = messages[:-1], messages[-1:]
-        key = (id(response_format), seed, *map(id, prefix))
+        seeded = seed is not None  # each call has a seed of its own: it goes after the messages
+        key = (id(response_format), seeded, *map(id, prefix))
         entry = self._encoded.get(key)
-        # Used again while each message equals the copy taken when it was encoded (a changed dict is
-        # encoded again); response_format objects are made once per mode and kept by the entry.
+        # Used again while each message equals the copy taken when it was encoded (a changed message
+        # is encoded again); response_format objects are made once per mode and kept by the entry.
         if entry is not None and entry[0] is response_format and entry[1] == prefix:
             self._encoded.move_to_end(key)
             head = entry[2]
         else:
-            head = self._head(response_format, seed, prefix)
-            self._encoded[key] = (response_format, [dict(m) for m in prefix], head)
+            head = self._head(response_format, seeded, prefix)
+            self._encoded[key] = (response_format, copy.deepcopy(prefix), head)
             if len(self._encoded) > _ENCODED_KEPT:
                 self._encoded.popitem(last=False)
         tail = json.dumps(last)[1:]  # '{...}]': the example's own message, encoded per call
-        return (head + (", " if prefix and last else "") + tail + "}").encode()
+        return (head + (", " if prefix and last else "") + tail + (f', "seed": {int(seed)}' if seeded else "")
+                + "}").encode()
 
-    def _head(self, response_format: dict | None, seed: int | None, prefix: list[dict]) -> str:
-        """The body's JSON text up to the last message: settings, response_format, seed, `"messages": [`
-        and the messages before the last."""
+    def _head(self, response_format: dict | None, seeded: bool, prefix: list[dict]) -> str:
+        """The body's JSON text up to the last message: settings, response_format, `"messages": [`
+        and the messages before the last (a call's own seed, if any, follows the messages)."""
         head = dict(self.body)
         if response_format is not None:
             head["response_format"] = response_format
-        if seed is not None:
-            head["seed"] = seed
+        if seeded:
+            head.pop("seed", None)
+        head.pop("messages", None)  # last: the list is left open for the example's message
         head["messages"] = prefix
-        return json.dumps(head)[:-2]  # '...]}' cut: the list is left open for the last message
+        return json.dumps(head)[:-2]  # '...]}' cut
 
     async def _session(self):
         import aiohttp

@@ -63,6 +63,7 @@ class ReplyStore:
         self._writer: threading.Thread | None = None
         self._starting = threading.Lock()
         self.error: BaseException | None = None  # a write that failed (disk full): told at flush
+        self._closed = False
 
     def get(self, key: str) -> str | None:
         value = self._pending.get(key)
@@ -75,6 +76,8 @@ class ReplyStore:
         return self._legacy.get(key) if self._legacy is not None else None
 
     def put(self, key: str, value: str) -> None:
+        if self._closed:
+            raise RuntimeError(f"the reply store of {self.directory} is closed; open it again with reply_store()")
         self._pending[key] = value
         if self._writer is None:
             with self._starting:
@@ -86,17 +89,28 @@ class ReplyStore:
 
     def flush(self) -> None:
         """Return once every reply handed over so far is committed and in replies.sqlite itself (not
-        only in its write-ahead log: the file alone can be copied); raise if a write failed."""
+        only in its write-ahead log: the file alone can be copied); OSError if one could not be."""
         if self._writer is not None:
-            self._queue.join()
-            with self._read_lock:
-                self._reader.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if self.error is not None:
+            self._queue.join()  # the writer marks every reply done, written or not
+            try:
+                with self._read_lock:
+                    self._reader.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as error:
+                self.error = self.error or error
+        if self.error is not None or self._pending:
             error, self.error = self.error, None
-            raise OSError(f"could not keep replies in {self._path}: {error}") from error
+            raise OSError(f"could not keep {len(self._pending)} replies in {self._path}"
+                          + (f": {error}" if error else "")) from error
 
     def close(self) -> None:
-        """Flush, stop the writer and close the file (SQLite then removes its -wal and -shm files)."""
+        """Flush, stop the writer, close the file (SQLite then removes its -wal and -shm files) and
+        leave the process's stores: the next `reply_store` of this directory opens it again."""
+        with _OPENING:
+            if _OPEN.get(self.directory) is self:
+                del _OPEN[self.directory]
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.flush()
         finally:
@@ -107,13 +121,20 @@ class ReplyStore:
                 self._reader.close()
 
     def _write_forever(self) -> None:
-        db = _connect(self._path)
+        try:
+            db = _connect(self._path)
+        except Exception as error:  # noqa: BLE001 - told at flush; the replies stay in memory
+            self.error, db = error, None
         while True:
             first = self._queue.get()
             if first is None:  # close()
-                db.close()
+                if db is not None:
+                    db.close()
                 self._queue.task_done()
                 return
+            if db is None:  # the file cannot be opened: every reply stays in memory, flush says so
+                self._queue.task_done()
+                continue
             keys = [first]  # then whatever arrived meanwhile: one transaction for all
             while len(keys) < _BATCH:
                 try:
@@ -131,8 +152,11 @@ class ReplyStore:
                 db.executemany("INSERT OR REPLACE INTO replies (key, value) VALUES (?, ?)", rows)
                 db.execute("COMMIT")
             except Exception as error:  # noqa: BLE001 - kept for flush(); the replies stay in memory
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
+                try:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
                 self.error = error
             else:
                 for key, value in rows:

@@ -137,13 +137,14 @@ def keep_replies(cfg, out: Path, models) -> None:
                 model.use_reply_cache(out / REPLY_CACHE)
 
 
-def flush_replies(models) -> None:
-    """At the end of a run, however it ends: every kept reply on disk before the run says it ended."""
+def close_replies(models) -> None:
+    """The last step of a run, however it ended (after its status, usage and report are written, so
+    a failing disk or a second Ctrl-C here cannot cost them): every kept reply on disk, stores closed."""
     for model in models:
         if model is not None:
             try:
-                model.flush_replies()
-            except OSError as error:  # disk full: the results are written all the same
+                model.close_replies()
+            except OSError as error:  # disk full: what a resume would replay is what got written
                 logging.getLogger("promptrl").warning("%s", error)
 
 
@@ -302,7 +303,6 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
         status, reason = _ending(error)
         raise
     finally:
-        flush_replies(lms.values())
         try:
             if fitting or budget_stop:  # stopped in the middle of training: keep where it got to
                 program.save(out / "last.program.json")
@@ -320,9 +320,12 @@ async def _train(cfg, out: Path, progress: bool, log: Callable) -> dict:
                          prompts=saved_prompts(out, best_checkpoint.best_path if best_checkpoint else None,
                                                final is not None, training))
         finally:  # status.json never stays 'running' after the run ended, whatever failed above
-            run_status.end(status, reason)
-            _end_tracking(tracker, status, reason, {"baseline": baseline, "final": final}, comparison=comparison,
-                          usage=usage, history=history)
+            try:
+                run_status.end(status, reason)
+                _end_tracking(tracker, status, reason, {"baseline": baseline, "final": final},
+                              comparison=comparison, usage=usage, history=history)
+            finally:
+                close_replies(lms.values())
     return {"baseline": baseline, "final": final, "comparison": comparison, "history": history, "best": best,
             "usage": usage, "output_dir": str(out), "status": run_status.data}
 
@@ -386,7 +389,6 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
         status, reason = _ending(error)
         raise
     finally:
-        flush_replies(models)
         try:
             usage = usage_report({"program": lm, **judges}, started, _embedders(program))
             atomic_write_json(out / "usage.json", usage)
@@ -394,8 +396,11 @@ async def _evaluate(cfg, out: Path, progress: bool, log: Callable, override_lang
                          test_size=len(test), usage=usage, program=program, status=status,
                          notes=[""] + notes if notes else [], reason=reason, setup=report_setup, chance=chance)
         finally:
-            run_status.end(status, reason)
-            _end_tracking(tracker, status, reason, {"evaluation": result}, usage=usage)
+            try:
+                run_status.end(status, reason)
+                _end_tracking(tracker, status, reason, {"evaluation": result}, usage=usage)
+            finally:
+                close_replies(models)
     return {"evaluation": result, "usage": usage, "output_dir": str(out), "status": run_status.data}
 
 
