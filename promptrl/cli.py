@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -267,7 +268,7 @@ class HydraJob:
             return self.task(cfg, output_dir, list(hydra_cfg.overrides.task))
         except KeyboardInterrupt:
             typer.secho(f"interrupted: every file written so far is in {output_dir}; continue with "
-                        f"`promptrl {self.command} --resume {output_dir}`", err=True,
+                        f"`promptrl {self.command} --resume {shlex.quote(str(output_dir))}`", err=True,
                         fg=typer.colors.YELLOW)
             raise SystemExit(130) from None
         except Exception as error:  # noqa: BLE001
@@ -297,7 +298,8 @@ class HydraJob:
             paid = 0
         if status.get("command") != self.command or status.get("phase") in (None, "setup") or paid <= 0:
             return ""
-        return f"; once fixed, continue with `promptrl {self.command} --resume {output_dir}` (paid replies are kept)"
+        kept = " (paid replies are kept)" if (output_dir / "reply_cache").is_dir() else ""
+        return f"; once fixed, continue with `promptrl {self.command} --resume {shlex.quote(str(output_dir))}`{kept}"
 
 
 def _plain(cfg):
@@ -472,7 +474,9 @@ def _resume_args(run_dir: Path, args: list[str], multirun: bool, command: str) -
     if masked:
         _fail(f"the run was started with a secret that was never written down ({masked[0]}); give it again "
               f"after --resume, e.g. {masked[0].split('=', 1)[0]}=...")
-    typer.echo(f"resuming {run_dir} (was {status or 'unknown'}): paid replies are replayed from its reply cache")
+    replayed = ("paid replies are replayed from its reply cache" if (run_dir / "reply_cache").is_dir()
+                else "it kept no replies (reply_cache=false): every call is made again")
+    typer.echo(f"resuming {run_dir} (was {status or 'unknown'}): {replayed}")
     return [*saved, *args, f"hydra.run.dir={_quoted(run_dir)}"]
 
 

@@ -89,6 +89,22 @@ def test_an_outage_mid_run_stops_it_without_a_paired_conclusion(server, tmp_path
     assert usage["cache_hits"] >= 20 and len(recorder.requests) - paid == usage["calls"]  # replayed (same process)
 
 
+def test_the_resume_hint_can_be_pasted_and_promises_no_replay_without_a_reply_cache(server, tmp_path):
+    url, recorder = server
+    recorder.actions = [{}] * 25 + [{"status": 503}] * 1000
+    run_dir = tmp_path / "my run"
+    result = runner.invoke(app, ["train", "+optimizer=random_few_shot", *SMALL, f"language_model.api_base={url}",
+                                 "language_model.max_consecutive_failures=1000", "reply_cache=false",
+                                 f"hydra.run.dir='{run_dir}'"])
+    assert result.exit_code == 1
+    [error] = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert error.endswith(f"once fixed, continue with `promptrl train --resume '{run_dir}'`")  # quoted, no promise
+    recorder.actions = []
+    resumed = runner.invoke(app, ["train", "--resume", str(run_dir)])
+    assert resumed.exit_code == 0, resumed.output
+    assert "it kept no replies (reply_cache=false): every call is made again" in resumed.output
+
+
 def test_a_flaky_provider_within_budget_gives_an_honest_ok(server, tmp_path):
     url, recorder = server
     # The first request gets no answer (no retries here). The runs ask example 0 first, two calls
