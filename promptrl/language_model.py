@@ -257,11 +257,6 @@ class LanguageModel:
             self._cache = reply_store(where)
         return self._cache
 
-    def flush_replies(self) -> None:
-        """Wait until every reply kept so far is on disk (the store writes on a thread of its own)."""
-        if self._cache is not None:
-            self._cache.flush()
-
     def close_replies(self) -> None:
         """Flush and close the reply store (a run's end: its writer thread and files are let go); a
         later call opens it again."""

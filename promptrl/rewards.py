@@ -123,6 +123,10 @@ class Reward:
         if y_pred is None:
             return Scored(0.0, NO_OUTPUT)
         true, pred = apply_mask(y_true, self.in_mask, self.out_mask), apply_mask(y_pred, self.in_mask, self.out_mask)
+        return await self._scored(true, pred)
+
+    async def _scored(self, true: dict, pred: dict) -> Scored:
+        """Score and feedback of the kept fields (a subclass may get both from one computation)."""
         value = float(await self.score(true, pred))
         return Scored(value, self.feedback(true, pred, value))
 
@@ -151,13 +155,10 @@ class ExactMatch(Reward):
     def feedback(self, y_true: dict, y_pred: dict, score: float) -> str:
         return mismatch_feedback(y_true, y_pred, self.case_sensitive) if y_true else "nothing to compare (no kept fields)"
 
-    async def scored(self, y_true, y_pred) -> Scored:
+    async def _scored(self, true: dict, pred: dict) -> Scored:
         """Score and feedback from one comparison of the fields (every prediction is scored: keep it cheap)."""
         if type(self).score is not ExactMatch.score or type(self).feedback is not ExactMatch.feedback:
-            return await super().scored(y_true, y_pred)  # a subclass with a score or feedback of its own
-        if y_pred is None:
-            return Scored(0.0, NO_OUTPUT)
-        true, pred = apply_mask(y_true, self.in_mask, self.out_mask), apply_mask(y_pred, self.in_mask, self.out_mask)
+            return await super()._scored(true, pred)  # a subclass with a score or feedback of its own
         if not true:
             return Scored(0.0, "nothing to compare (no kept fields)")
         wrong = mismatched_fields(true, pred, self.case_sensitive)
@@ -289,7 +290,7 @@ class LMAsJudge(Reward):
         if y_pred is None:
             return Scored(0.0, NO_OUTPUT)
         true, pred = apply_mask(y_true, self.in_mask, self.out_mask), apply_mask(y_pred, self.in_mask, self.out_mask)
-        if self.skip_exact and true and all(k in pred and values_match(v, pred[k]) for k, v in true.items()):
+        if self.skip_exact and true and not mismatched_fields(true, pred):
             return Scored(1.0, "matches the target")
         shown = x if self.include_input else None
         key = json.dumps([self.criteria, true, pred, _as_dict(shown) if shown is not None else None],

@@ -182,7 +182,7 @@ class HTTPTransport:
                           truncated=choice.get("finish_reason") == "length")
 
 
-_ENCODED_KEPT = 64  # request heads kept: one per prompt state, response_format and seed in use
+_ENCODED_KEPT = 64  # request heads kept: one per prompt state and response_format in use (seeded or not)
 
 
 def error_message(raw: bytes) -> str:

@@ -5,8 +5,8 @@ Kept on the event loop through diskcache, each reply cost ~0.2-0.3 ms of CPU and
 quarter of the efficiency at 32-128 calls in flight. Here the loop only hands the reply over; the
 writer commits it at once, with whatever else arrived meanwhile in the same transaction (5-35 us a
 reply; sqlite3 releases the GIL while it works). A reply waiting for its write is read from memory.
-`flush()` waits for every write: the recipes call it when a run ends, and at interpreter exit every
-store is flushed and closed. A SIGKILL loses only replies handed over in its last moments.
+`flush()` waits for every write; `close()` flushes and lets the thread and files go - the recipes
+close their stores as a run's last step, and at interpreter exit every store left open is closed. A SIGKILL loses only replies handed over in its last moments.
 
 Directories written by earlier versions (diskcache's `cache.db`) are still read: a run started
 before an upgrade resumes without paying again for what it paid.
