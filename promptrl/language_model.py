@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import contextvars
 import functools
 import hashlib
@@ -23,6 +24,7 @@ import pydantic
 
 from promptrl.checks import check_number
 from promptrl.engine import http
+from promptrl.engine.prefix_texts import PrefixTexts
 from promptrl.engine.scheduler import (
     AdaptiveLimiter, backoff, is_configuration_error, is_connection_error, is_request_error, is_retryable, retrying,
 )
@@ -164,6 +166,8 @@ class LanguageModel:
         self.limiter = AdaptiveLimiter(concurrency)
         self.structured = StructuredOutput(structured_output, owner)
         self._cache = None
+        self._key_texts = PrefixTexts()  # see _cache_key
+        self._settings_kept: tuple | None = None
         self._run_cache_dir: str | None = None  # a run's own reply cache (use_reply_cache)
         if self.is_local:
             local_model_path(model, model_path)  # a wrong path or name is a user error now, not 0 reward later
@@ -265,9 +269,27 @@ class LanguageModel:
             store.close()
 
     def _cache_key(self, messages: list[dict], schema: dict, seed: int | None) -> str:
-        payload = [self.model, strip_userinfo(self.api_base), self.model_path, self.temperature, self.max_tokens,
-                   self._public_extra(), seed, messages, schema]
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        """sha256 of `json.dumps([model, api_base, model_path, temperature, max_tokens, extra, seed,
+        messages, schema], sort_keys=True)`, the key replies have always been kept under; assembled
+        from parts so that the settings, schema, system prompt and demonstrations are encoded once
+        per prompt state, not per call (~22 -> ~8 us)."""
+        prefix, last = messages[:-1], messages[-1:]
+        prefix_text, schema_text = self._key_texts.get(
+            (schema,), prefix, lambda: (_sorted_json(prefix)[1:-1], _sorted_json(schema)))
+        text = (f"{self._settings_text()}, {_sorted_json(seed)}, [{prefix_text}{', ' if prefix and last else ''}"
+                f"{_sorted_json(last)[1:-1]}], {schema_text}]")
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _settings_text(self) -> str:
+        """The key's opening `[model, api_base, model_path, temperature, max_tokens, extra` (no
+        credentials), encoded again only when a setting changed."""
+        raw = (self.model, self.api_base, self.model_path, self.temperature, self.max_tokens)
+        kept = self._settings_kept
+        if kept is None or kept[0] != raw or kept[1] != self.extra:
+            text = _sorted_json([self.model, strip_userinfo(self.api_base), self.model_path, self.temperature,
+                                 self.max_tokens, self._public_extra()])[:-1]
+            kept = self._settings_kept = (raw, copy.deepcopy(self.extra), text)
+        return kept[2]
 
     async def generate(
         self, messages: list[dict], output_model: type[pydantic.BaseModel], seed: int | None = None
@@ -400,6 +422,9 @@ class LanguageModel:
 def provider_of(model: str) -> str:
     """`openai` for `openai/gpt-4o-mini`, `local` for the embedded model."""
     return model.split("/", 1)[0] if "/" in model else model
+
+
+_sorted_json = functools.partial(json.dumps, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -318,7 +318,7 @@ def test_each_request_carries_the_prompts_of_the_moment_though_their_encoding_is
         return [generator.render_messages({"text": t}) for t in texts]
 
     assert sent_messages() == expected()
-    assert len(lm._transport._encoded) == 1  # one prompt state: one encoding, though each call has its own seed
+    assert len(lm._transport._heads) == 1  # one prompt state: one encoding, though each call has its own seed
     assert len({r["body"]["seed"] for r in recorder.requests}) == len(texts)
     generator.examples = [{"input": {"text": "great fun"}, "output": {"answer": "positive"}}]  # an optimizer step
     assert sent_messages() == expected() and len(expected()[0]) == 4  # system, demo turn, example

@@ -13,8 +13,11 @@ from promptrl.engine.reply_store import FILE, ReplyStore, reply_store
 
 
 def committed(directory) -> dict:
-    with sqlite3.connect(directory / FILE) as db:
+    db = sqlite3.connect(directory / FILE)
+    try:
         return dict(db.execute("SELECT key, value FROM replies").fetchall())
+    finally:
+        db.close()
 
 
 def test_a_reply_is_read_back_before_and_after_its_commit(tmp_path):
@@ -51,6 +54,36 @@ def test_replies_are_on_disk_when_the_process_exits_without_a_flush(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     assert sorted(p.name for p in tmp_path.iterdir()) == [FILE]  # closed: no -wal or -shm left beside it
     assert len(committed(tmp_path)) == 300
+
+
+def test_replies_handed_over_just_before_a_kill_are_recovered_by_the_next_store(tmp_path):
+    """The writer commits at most every half second; the journal keeps what a SIGKILL would lose."""
+    code = (f"import os, signal\nfrom promptrl.engine.reply_store import reply_store\n"
+            f"store = reply_store({str(tmp_path)!r})\n"
+            "for i in range(300): store.put(f'k{i}', f'\"v{i}\"')\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert done.returncode == -9
+    assert len(committed(tmp_path)) < 300  # the kill came before the writer's commit
+    assert len(list(tmp_path.glob("replies.*.journal"))) == 1
+    store = ReplyStore(str(tmp_path))  # the resumed run's store
+    assert all(store.get(f"k{i}") == f'"v{i}"' for i in range(300))
+    assert len(committed(tmp_path)) == 300 and not list(tmp_path.glob("replies.*.journal"))
+    store.close()
+
+
+def test_a_live_stores_journal_is_left_to_it_and_a_line_cut_by_a_kill_is_left_out(tmp_path):
+    live = ReplyStore(str(tmp_path))
+    live.put("k", '"v"')
+    journal = next(tmp_path.glob("replies.*.journal"))
+    ReplyStore(str(tmp_path)).close()  # another process's store, opened meanwhile
+    assert journal.exists()  # locked by the live store: its writer commits it
+    live.close()
+    assert not journal.exists() and committed(tmp_path) == {"k": '"v"'}
+    (tmp_path / "replies.1.dead.journal").write_bytes(b'a\t"1"\nb\tnot json\nc\t"3"\nd\t"cut')
+    ReplyStore(str(tmp_path)).close()
+    assert committed(tmp_path) == {"k": '"v"', "a": '"1"', "c": '"3"'}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FILE]
 
 
 def test_after_a_flush_the_file_alone_holds_every_reply(tmp_path):
@@ -114,3 +147,52 @@ def test_a_store_whose_file_cannot_be_opened_says_so_at_flush_instead_of_hanging
     else:
         raise AssertionError("the lost write was not told")
     assert store.get("k") == "v"
+
+
+def test_the_reply_key_is_the_one_earlier_runs_kept_their_replies_under(tmp_path):
+    """The key is assembled from parts encoded once per prompt state; it must stay the sha256 of the
+    whole request's sorted JSON, or every run kept before would pay again on --resume - also after a
+    setting, a demonstration or an extra is changed in place."""
+    import hashlib
+    import json
+
+    import pydantic
+
+    from promptrl.language_model import LanguageModel, schema_of
+    from promptrl.modules import Generator
+    from promptrl.program import Input
+
+    class Question(pydantic.BaseModel):
+        question: str
+
+    class Answer(pydantic.BaseModel):
+        answer: str
+
+    lm = LanguageModel("openai/m", api_base="http://user:pw@127.0.0.1:9/v1", top_p=0.9,
+                       extra_body={"b": 1, "a": "é"})
+    generator = Generator(Answer, lm)
+    generator(Input(Question))
+    schema = schema_of(Answer)
+
+    def documented(messages, seed):
+        payload = [lm.model, "http://127.0.0.1:9/v1", lm.model_path, lm.temperature, lm.max_tokens,
+                   {"top_p": lm.extra["top_p"], "extra_body": lm.extra["extra_body"]}, seed, messages, schema]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def check():
+        messages = generator.render_messages({"question": "what is 2 + 2, ü?"})
+        for seed in (None, 0, 17):
+            for sent in (messages, messages[-1:], []):
+                assert lm._cache_key(sent, schema, seed) == documented(sent, seed)
+        return lm._cache_key(messages, schema, 3)
+
+    seen = {check()}
+    generator.examples = [{"input": {"question": "q"}, "output": {"answer": "a"}}] * 2
+    seen.add(check())
+    generator._prompt_prefix()[1]["content"] = '{"question": "changed in place"}'
+    seen.add(check())
+    lm.temperature = 0.5
+    seen.add(check())
+    lm.extra["extra_body"]["b"] = 2  # a nested extra changed in place
+    seen.add(check())
+    assert len(seen) == 5  # each change made another key

@@ -9,12 +9,11 @@ aiohttp was chosen by measurement (bench/engine.py): on a 50 ms mock at 32 calls
 from __future__ import annotations
 
 import asyncio
-import collections
-import copy
 import json
 import os
 from typing import TYPE_CHECKING
 
+from promptrl.engine.prefix_texts import PrefixTexts
 from promptrl.engine.prices import price_per_token
 from promptrl.engine.transports import Completion
 from promptrl.errors import LanguageModelUnavailable, UserError, one_line
@@ -91,7 +90,7 @@ class HTTPTransport:
                 self.body[name] = value
         self.input_price, self.output_price = price_per_token(lm.model)
         self._sessions: dict[int, tuple] = {}
-        self._encoded: collections.OrderedDict = collections.OrderedDict()  # see encode_body
+        self._heads = PrefixTexts()  # see encode_body
 
     def encode_body(self, messages: list[dict], response_format: dict | None, seed: int | None) -> bytes:
         """The request body: the settings, the call's response_format and seed, the messages. What
@@ -100,18 +99,8 @@ class HTTPTransport:
         only the last message, the example's own, is encoded per call."""
         prefix, last = messages[:-1], messages[-1:]
         seeded = seed is not None  # each call has a seed of its own: it goes after the messages
-        key = (id(response_format), seeded, *map(id, prefix))
-        entry = self._encoded.get(key)
-        # Used again while each message equals the copy taken when it was encoded (a changed message
-        # is encoded again); response_format objects are made once per mode and kept by the entry.
-        if entry is not None and entry[0] is response_format and entry[1] == prefix:
-            self._encoded.move_to_end(key)
-            head = entry[2]
-        else:
-            head = self._head(response_format, seeded, prefix)
-            self._encoded[key] = (response_format, copy.deepcopy(prefix), head)
-            if len(self._encoded) > _ENCODED_KEPT:
-                self._encoded.popitem(last=False)
+        # response_format objects are made once per mode, so one head serves every call of a state
+        head = self._heads.get((response_format, seeded), prefix, lambda: self._head(response_format, seeded, prefix))
         tail = json.dumps(last)[1:]  # '{...}]': the example's own message, encoded per call
         return (head + (", " if prefix and last else "") + tail + (f', "seed": {int(seed)}' if seeded else "")
                 + "}").encode()
@@ -180,9 +169,6 @@ class HTTPTransport:
         return Completion(text=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                           cost=prompt_tokens * self.input_price + completion_tokens * self.output_price,
                           truncated=choice.get("finish_reason") == "length")
-
-
-_ENCODED_KEPT = 64  # request heads kept: one per prompt state and response_format in use (seeded or not)
 
 
 def error_message(raw: bytes) -> str:

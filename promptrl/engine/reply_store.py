@@ -2,11 +2,15 @@
 table, `replies.sqlite`, written on a thread of its own.
 
 Kept on the event loop through diskcache, each reply cost ~0.2-0.3 ms of CPU and took up to a
-quarter of the efficiency at 32-128 calls in flight. Here the loop only hands the reply over; the
-writer commits it at once, with whatever else arrived meanwhile in the same transaction (5-35 us a
-reply; sqlite3 releases the GIL while it works). A reply waiting for its write is read from memory.
-`flush()` waits for every write; `close()` flushes and lets the thread and files go - the recipes
-close their stores as a run's last step, and at interpreter exit every store left open is closed. A SIGKILL loses only replies handed over in its last moments.
+quarter of the efficiency at 32-128 calls in flight. Here the loop appends the reply to the store's
+journal (one write(2): the kernel holds it even if the process is killed the next instant) and
+hands it over; the writer commits what arrived within half a second in one transaction (5-35 us a
+reply; sqlite3 releases the GIL while it works). Woken per reply, the writer's thread switches had
+cost the loop ~0.1 ms of CPU per reply. A reply waiting for its commit is read from memory.
+`flush()` waits for every commit; `close()` flushes, removes the journal and lets the thread and
+files go - the recipes close their stores as a run's last step, and at interpreter exit every store
+left open is closed. A process killed before its commits leaves its journal: the next store opened
+on the directory (the `--resume`) puts those replies into the table. Only calls in flight are lost.
 
 Directories written by earlier versions (diskcache's `cache.db`) are still read: a run started
 before an upgrade resumes without paying again for what it paid.
@@ -15,6 +19,10 @@ before an upgrade resumes without paying again for what it paid.
 from __future__ import annotations
 
 import atexit
+import fcntl
+import glob
+import json
+import logging
 import os
 import queue
 import sqlite3
@@ -22,9 +30,13 @@ import threading
 import weakref
 
 FILE = "replies.sqlite"
-_BATCH = 256  # most writes in one transaction
+_BATCH = 4096  # most writes in one transaction
+_GATHER_S = 0.5  # the writer wakes at most this often (the journal keeps what waits meanwhile)
+_JOURNALS = "replies.*.journal"  # one per open store that was handed replies; locked while it lives
+_INSERT = "INSERT OR REPLACE INTO replies (key, value) VALUES (?, ?)"
 _OPEN: "weakref.WeakValueDictionary[str, ReplyStore]" = weakref.WeakValueDictionary()
 _OPENING = threading.Lock()
+log = logging.getLogger("promptrl")
 
 
 def reply_store(directory: str) -> "ReplyStore":
@@ -46,12 +58,56 @@ def _connect(path: str) -> sqlite3.Connection:
     return db
 
 
+def _recover_journals(directory: str, db: sqlite3.Connection) -> None:
+    """Commit the replies of stores whose process died before committing them (SIGKILL, a crash):
+    their journals are no longer locked. A journal still locked belongs to a live store."""
+    for path in glob.glob(os.path.join(glob.escape(directory), _JOURNALS)):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # recovered by another process meanwhile
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            with os.fdopen(os.dup(fd), "rb") as journal:
+                rows = list(_journal_rows(journal))
+            with db:  # one transaction
+                db.execute("BEGIN")
+                db.executemany(_INSERT, rows)
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except (OSError, sqlite3.Error) as error:  # kept for the next store to try again
+            log.warning("reply cache: cannot recover the replies in %s (%s); they may be paid again", path, error)
+        finally:
+            os.close(fd)
+
+
+def _journal_rows(journal):
+    """(key, value) of each whole line `key<TAB>value`; a line cut by the kill is left out."""
+    for line in journal:
+        if not line.endswith(b"\n"):
+            break
+        key, tab, value = line[:-1].decode("utf-8", "replace").partition("\t")
+        try:
+            json.loads(value)
+        except ValueError:
+            continue
+        if tab:
+            yield key, value
+
+
 class ReplyStore:
     def __init__(self, directory: str):
         os.makedirs(directory, exist_ok=True)
         self.directory = directory
         self._path = os.path.join(directory, FILE)
         self._reader = _connect(self._path)
+        _recover_journals(directory, self._reader)
+        self._journal: int | None = None  # file descriptor of this store's journal, opened at the first put
+        self._journal_path = ""
         self._read_lock = threading.Lock()  # one connection, used from whichever thread runs the loop
         self._legacy = None
         if os.path.exists(os.path.join(directory, "cache.db")):  # written by diskcache (earlier versions)
@@ -62,6 +118,7 @@ class ReplyStore:
         self._queue: queue.Queue = queue.Queue()
         self._writer: threading.Thread | None = None
         self._starting = threading.Lock()
+        self._flushing = threading.Event()
         self.error: BaseException | None = None  # a write that failed (disk full): told at flush
         self._closed = False
 
@@ -76,22 +133,59 @@ class ReplyStore:
         return self._legacy.get(key) if self._legacy is not None else None
 
     def put(self, key: str, value: str) -> None:
+        """Keep `value` (one line of text, e.g. JSON) under `key` (no tab or newline)."""
         if self._closed:
             raise RuntimeError(f"the reply store of {self.directory} is closed; open it again with reply_store()")
+        if "\t" in key or "\n" in key or "\n" in value:
+            raise ValueError("a reply store keeps one-line values under keys without tabs or newlines")
         self._pending[key] = value
         if self._writer is None:
             with self._starting:
                 if self._writer is None:
+                    self._open_journal()
                     self._writer = threading.Thread(target=self._write_forever, daemon=True,
                                                     name=f"promptrl-replies:{self.directory}")
                     self._writer.start()
+        if self._journal is not None:
+            try:
+                os.write(self._journal, f"{key}\t{value}\n".encode())
+            except OSError as error:
+                self._journal_failed(error)
         self._queue.put(key)
+
+    def _open_journal(self) -> None:
+        self._journal_path = os.path.join(self.directory, f"replies.{os.getpid()}.{os.urandom(4).hex()}.journal")
+        try:
+            self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fcntl.flock(self._journal, fcntl.LOCK_EX)  # released by the kernel when the process dies
+        except OSError as error:
+            self._journal_failed(error)
+
+    def _journal_failed(self, error: OSError) -> None:
+        """Replies are still committed from memory, only a kill before their commit would lose them."""
+        log.warning("reply cache: cannot write the journal %s (%s); replies are kept, but a kill of this "
+                    "process may lose those not yet committed", self._journal_path, error)
+        self._close_journal(remove=False)
+
+    def _close_journal(self, remove: bool) -> None:
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            os.close(journal)  # lets go the lock: a store opened later recovers what is left
+        if remove and self._journal_path:
+            try:
+                os.unlink(self._journal_path)
+            except FileNotFoundError:
+                pass
 
     def flush(self) -> None:
         """Return once every reply handed over so far is committed and in replies.sqlite itself (not
         only in its write-ahead log: the file alone can be copied); OSError if one could not be."""
         if self._writer is not None:
-            self._queue.join()  # the writer marks every reply done, written or not
+            self._flushing.set()
+            try:
+                self._queue.join()  # the writer marks every reply done, written or not
+            finally:
+                self._flushing.clear()
             try:
                 with self._read_lock:
                     self._reader.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -111,12 +205,15 @@ class ReplyStore:
         if self._closed:
             return
         self._closed = True
+        flushed = False
         try:
             self.flush()
+            flushed = True
         finally:
             if self._writer is not None:
                 self._queue.put(None)
                 self._writer.join(timeout=60)
+            self._close_journal(remove=flushed)  # kept when a reply is not in the table: recovered later
             with self._read_lock:
                 self._reader.close()
 
@@ -135,6 +232,8 @@ class ReplyStore:
             if db is None:  # the file cannot be opened: every reply stays in memory, flush says so
                 self._queue.task_done()
                 continue
+            if self._queue.qsize() < _BATCH:  # let replies gather: one wake and one transaction for many
+                self._flushing.wait(_GATHER_S)  # a flush does not wait for the gathering
             keys = [first]  # then whatever arrived meanwhile: one transaction for all
             while len(keys) < _BATCH:
                 try:
@@ -149,7 +248,7 @@ class ReplyStore:
             rows = [(key, self._pending[key]) for key in dict.fromkeys(keys) if key in self._pending]
             try:
                 db.execute("BEGIN")
-                db.executemany("INSERT OR REPLACE INTO replies (key, value) VALUES (?, ?)", rows)
+                db.executemany(_INSERT, rows)
                 db.execute("COMMIT")
             except Exception as error:  # noqa: BLE001 - kept for flush(); the replies stay in memory
                 try:
