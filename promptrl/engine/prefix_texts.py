@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import operator
 from typing import Callable
 
 KEPT = 64  # entries: one per prompt state and anchor in use
@@ -27,7 +28,7 @@ class PrefixTexts:
         an anchor is another object."""
         key = (*map(id, anchors), *map(id, prefix))
         entry = self._entries.get(key)
-        if (entry is not None and all(a is b for a, b in zip(entry[0], anchors)) and entry[1] == prefix):
+        if entry is not None and all(map(operator.is_, entry[0], anchors)) and entry[1] == prefix:
             self._entries.move_to_end(key)
             return entry[2]
         made = make()
