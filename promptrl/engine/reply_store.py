@@ -19,7 +19,6 @@ before an upgrade resumes without paying again for what it paid.
 from __future__ import annotations
 
 import atexit
-import fcntl
 import glob
 import json
 import logging
@@ -28,6 +27,11 @@ import queue
 import sqlite3
 import threading
 import weakref
+
+try:
+    import fcntl
+except ImportError:  # Windows: no journal (a kill loses the replies of the writer's last half second)
+    fcntl = None
 
 FILE = "replies.sqlite"
 _BATCH = 4096  # most writes in one transaction
@@ -61,6 +65,8 @@ def _connect(path: str) -> sqlite3.Connection:
 def _recover_journals(directory: str, db: sqlite3.Connection) -> None:
     """Commit the replies of stores whose process died before committing them (SIGKILL, a crash):
     their journals are no longer locked. A journal still locked belongs to a live store."""
+    if fcntl is None:
+        return
     for path in glob.glob(os.path.join(glob.escape(directory), _JOURNALS)):
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -142,7 +148,8 @@ class ReplyStore:
         if self._writer is None:
             with self._starting:
                 if self._writer is None:
-                    self._open_journal()
+                    if fcntl is not None:
+                        self._open_journal()
                     self._writer = threading.Thread(target=self._write_forever, daemon=True,
                                                     name=f"promptrl-replies:{self.directory}")
                     self._writer.start()
