@@ -274,8 +274,9 @@ class HydraJob:
         except Exception as error:  # noqa: BLE001
             if self.debug or not (in_sweep or isinstance(error, UserError)):
                 raise
-            if in_sweep:  # one failed job must not stop the sweep: its report row says why
+            if in_sweep:  # one failed job must not stop the sweep: its report row says why (and how to resume it)
                 reason = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+                reason += self._resume_hint(output_dir)
                 atomic_write_text(output_dir / "FAILED", reason + "\n\n" + traceback.format_exc())
                 log.error("job failed: %s", reason)
                 return float("nan")  # what an optimizing sweeper (Optuna) records as a failed trial

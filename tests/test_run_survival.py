@@ -352,3 +352,21 @@ def test_an_interrupted_evaluation_says_how_to_resume_it(server, tmp_path):
     assert process.returncode == 130, err[-2000:]
     assert f"continue with `promptrl evaluate --resume {tmp_path}`" in err
     assert read(tmp_path, "status.json")["status"] == "interrupted"
+
+
+def test_a_sweep_job_stopped_by_an_outage_says_how_to_resume_it(server, tmp_path):
+    url, recorder = server
+    recorder.actions = [{}] * 25 + [{"status": 503}] * 1000  # the baseline passes, then the provider goes down
+    result = runner.invoke(app, ["train", "-m", "+optimizer=random_few_shot", *SMALL, f"language_model.api_base={url}",
+                                 "language_model.max_consecutive_failures=1000", "optimizer.k=2",
+                                 f"hydra.sweep.dir={tmp_path}"])
+    assert result.exit_code == 1
+    job = tmp_path / "0"
+    hint = f"once fixed, continue with `promptrl train --resume {job}` (paid replies are kept)"
+    assert (job / "FAILED").read_text().splitlines()[0].endswith(hint)
+    assert hint in (tmp_path / "sweep_report.md").read_text()
+    recorder.actions, paid = [], len(recorder.requests)
+    resumed = runner.invoke(app, ["train", "--resume", str(job)])
+    assert resumed.exit_code == 0, resumed.output
+    usage = read(job, "usage.json")["language_models"]["program"]
+    assert usage["cache_hits"] >= 20 and len(recorder.requests) - paid == usage["calls"]  # replayed (same process)
