@@ -282,13 +282,19 @@ class LanguageModel:
 
     def _settings_text(self) -> str:
         """The key's opening `[model, api_base, model_path, temperature, max_tokens, extra` (no
-        credentials), encoded again only when a setting changed."""
-        raw = (self.model, self.api_base, self.model_path, self.temperature, self.max_tokens)
+        credentials), encoded again when a setting changed (told by type and value: 1 and 1.0 are
+        encoded differently) or `extra` no longer equals its copy (one that cannot be copied: each call)."""
+        raw = (self.model, self.api_base, self.model_path, type(self.temperature), self.temperature,
+               type(self.max_tokens), self.max_tokens)
         kept = self._settings_kept
-        if kept is None or kept[0] != raw or kept[1] != self.extra:
+        if kept is None or kept[0] != raw or kept[1] is None or kept[1] != self.extra:
             text = _sorted_json([self.model, strip_userinfo(self.api_base), self.model_path, self.temperature,
                                  self.max_tokens, self._public_extra()])[:-1]
-            kept = self._settings_kept = (raw, copy.deepcopy(self.extra), text)
+            try:
+                extra = copy.deepcopy(self.extra)
+            except Exception:  # noqa: BLE001 - e.g. a lock or client object: compared by nothing, encoded per call
+                extra = None
+            kept = self._settings_kept = (raw, extra, text)
         return kept[2]
 
     async def generate(

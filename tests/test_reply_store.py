@@ -4,6 +4,7 @@ directory an earlier version wrote with diskcache."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -80,10 +81,35 @@ def test_a_live_stores_journal_is_left_to_it_and_a_line_cut_by_a_kill_is_left_ou
     assert journal.exists()  # locked by the live store: its writer commits it
     live.close()
     assert not journal.exists() and committed(tmp_path) == {"k": '"v"'}
-    (tmp_path / "replies.1.dead.journal").write_bytes(b'a\t"1"\nb\tnot json\nc\t"3"\nd\t"cut')
+    (tmp_path / "replies.1.dead.journal").write_bytes(b'a\t"1"\nb\tany text\nno tab\nd\t"cut')
+    (tmp_path / "replies.2.dead.journal.new").write_bytes(b"")  # a store killed while creating its journal
+    os.utime(tmp_path / "replies.2.dead.journal.new", (1, 1))
     ReplyStore(str(tmp_path)).close()
-    assert committed(tmp_path) == {"k": '"v"', "a": '"1"', "c": '"3"'}
+    assert committed(tmp_path) == {"k": '"v"', "a": '"1"', "b": "any text"}
     assert sorted(p.name for p in tmp_path.iterdir()) == [FILE]
+
+
+def test_a_journal_is_never_seen_by_another_store_before_it_is_locked(tmp_path, monkeypatch):
+    """Two runs sharing a cache_dir: a store opened while another creates its journal must not take
+    it for a dead process's journal and remove it."""
+    import fcntl
+
+    from promptrl.engine import reply_store as module
+
+    real_flock = fcntl.flock
+
+    def flock_after_another_store_opened(fd, operation):
+        if operation == fcntl.LOCK_EX:  # the journal being created, just before its lock
+            ReplyStore(str(tmp_path)).close()
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(module.fcntl, "flock", flock_after_another_store_opened)
+    store = ReplyStore(str(tmp_path))
+    store.put("k", '"v"')
+    monkeypatch.setattr(module.fcntl, "flock", real_flock)
+    [journal] = tmp_path.glob("replies.*.journal")
+    assert journal.read_text() == 'k\t"v"\n' and journal.stat().st_nlink == 1
+    store.close()
 
 
 def test_after_a_flush_the_file_alone_holds_every_reply(tmp_path):
@@ -195,4 +221,12 @@ def test_the_reply_key_is_the_one_earlier_runs_kept_their_replies_under(tmp_path
     seen.add(check())
     lm.extra["extra_body"]["b"] = 2  # a nested extra changed in place
     seen.add(check())
-    assert len(seen) == 5  # each change made another key
+    lm.temperature = 1
+    seen.add(check())
+    lm.temperature = 1.0  # equal, but encoded otherwise
+    seen.add(check())
+    assert len(seen) == 7  # each change made another key
+    lm.extra["client_secret"] = threading.Lock()  # cannot be copied: the settings are encoded per call
+    lm.extra["extra_body"]["b"] = 3
+    lm._public_extra = lambda: {"top_p": lm.extra["top_p"], "extra_body": lm.extra["extra_body"]}
+    assert check() not in seen

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import atexit
 import glob
-import json
 import logging
 import os
 import queue
 import sqlite3
 import threading
+import time
 import weakref
 
 try:
@@ -67,6 +67,12 @@ def _recover_journals(directory: str, db: sqlite3.Connection) -> None:
     their journals are no longer locked. A journal still locked belongs to a live store."""
     if fcntl is None:
         return
+    for path in glob.glob(os.path.join(glob.escape(directory), _JOURNALS + ".new")):
+        try:  # left by a store killed while creating its journal (empty); a fresh one is being created
+            if os.path.getmtime(path) < time.time() - 60:
+                os.unlink(path)
+        except OSError:
+            pass
     for path in glob.glob(os.path.join(glob.escape(directory), _JOURNALS)):
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -92,15 +98,12 @@ def _recover_journals(directory: str, db: sqlite3.Connection) -> None:
 
 
 def _journal_rows(journal):
-    """(key, value) of each whole line `key<TAB>value`; a line cut by the kill is left out."""
+    """(key, value) of each whole line `key<TAB>value`; a line cut by the kill (or by a short write,
+    after which the journal is no longer written) is left out."""
     for line in journal:
         if not line.endswith(b"\n"):
             break
         key, tab, value = line[:-1].decode("utf-8", "replace").partition("\t")
-        try:
-            json.loads(value)
-        except ValueError:
-            continue
         if tab:
             yield key, value
 
@@ -123,7 +126,7 @@ class ReplyStore:
         self._pending: dict[str, str] = {}  # handed over, not yet committed
         self._queue: queue.Queue = queue.Queue()
         self._writer: threading.Thread | None = None
-        self._starting = threading.Lock()
+        self._putting = threading.Lock()
         self._flushing = threading.Event()
         self.error: BaseException | None = None  # a write that failed (disk full): told at flush
         self._closed = False
@@ -140,31 +143,36 @@ class ReplyStore:
 
     def put(self, key: str, value: str) -> None:
         """Keep `value` (one line of text, e.g. JSON) under `key` (no tab or newline)."""
-        if self._closed:
-            raise RuntimeError(f"the reply store of {self.directory} is closed; open it again with reply_store()")
         if "\t" in key or "\n" in key or "\n" in value:
             raise ValueError("a reply store keeps one-line values under keys without tabs or newlines")
-        self._pending[key] = value
-        if self._writer is None:
-            with self._starting:
-                if self._writer is None:
-                    if fcntl is not None:
-                        self._open_journal()
-                    self._writer = threading.Thread(target=self._write_forever, daemon=True,
-                                                    name=f"promptrl-replies:{self.directory}")
-                    self._writer.start()
-        if self._journal is not None:
-            try:
-                os.write(self._journal, f"{key}\t{value}\n".encode())
-            except OSError as error:
-                self._journal_failed(error)
-        self._queue.put(key)
+        with self._putting:  # a put on another thread than close() is either whole or refused
+            if self._closed:
+                raise RuntimeError(f"the reply store of {self.directory} is closed; open it again with reply_store()")
+            self._pending[key] = value
+            if self._writer is None:
+                if fcntl is not None:
+                    self._open_journal()
+                self._writer = threading.Thread(target=self._write_forever, daemon=True,
+                                                name=f"promptrl-replies:{self.directory}")
+                self._writer.start()
+            if self._journal is not None:
+                line = f"{key}\t{value}\n".encode()
+                try:
+                    if os.write(self._journal, line) != len(line):
+                        raise OSError("short write (disk full?)")
+                except OSError as error:
+                    self._journal_failed(error)
+            self._queue.put(key)
 
     def _open_journal(self) -> None:
+        """Created under a name recovery does not look at, locked, then renamed: no other store can
+        take it for the journal of a dead process."""
         self._journal_path = os.path.join(self.directory, f"replies.{os.getpid()}.{os.urandom(4).hex()}.journal")
+        creating = self._journal_path + ".new"
         try:
-            self._journal = os.open(self._journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._journal = os.open(creating, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
             fcntl.flock(self._journal, fcntl.LOCK_EX)  # released by the kernel when the process dies
+            os.rename(creating, self._journal_path)
         except OSError as error:
             self._journal_failed(error)
 
@@ -209,9 +217,10 @@ class ReplyStore:
         with _OPENING:
             if _OPEN.get(self.directory) is self:
                 del _OPEN[self.directory]
-        if self._closed:
-            return
-        self._closed = True
+        with self._putting:
+            if self._closed:
+                return
+            self._closed = True
         flushed = False
         try:
             self.flush()
@@ -220,7 +229,8 @@ class ReplyStore:
             if self._writer is not None:
                 self._queue.put(None)
                 self._writer.join(timeout=60)
-            self._close_journal(remove=flushed)  # kept when a reply is not in the table: recovered later
+            with self._putting:
+                self._close_journal(remove=flushed)  # kept when a reply is not in the table: recovered later
             with self._read_lock:
                 self._reader.close()
 
