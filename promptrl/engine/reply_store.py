@@ -62,6 +62,21 @@ def _connect(path: str) -> sqlite3.Connection:
     return db
 
 
+def _insert(db: sqlite3.Connection, rows: list[tuple[str, str]]) -> None:
+    """Every row in one transaction, or none (rolled back)."""
+    db.execute("BEGIN")
+    try:
+        db.executemany(_INSERT, rows)
+        db.execute("COMMIT")
+    except BaseException:
+        try:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        raise
+
+
 def _recover_journals(directory: str, db: sqlite3.Connection) -> None:
     """Commit the replies of stores whose process died before committing them (SIGKILL, a crash):
     their journals are no longer locked. A journal still locked belongs to a live store."""
@@ -85,9 +100,7 @@ def _recover_journals(directory: str, db: sqlite3.Connection) -> None:
                 continue
             with os.fdopen(os.dup(fd), "rb") as journal:
                 rows = list(_journal_rows(journal))
-            with db:  # one transaction
-                db.execute("BEGIN")
-                db.executemany(_INSERT, rows)
+            _insert(db, rows)
             os.unlink(path)
         except FileNotFoundError:
             pass
@@ -264,15 +277,8 @@ class ReplyStore:
                     break
             rows = [(key, self._pending[key]) for key in dict.fromkeys(keys) if key in self._pending]
             try:
-                db.execute("BEGIN")
-                db.executemany(_INSERT, rows)
-                db.execute("COMMIT")
+                _insert(db, rows)
             except Exception as error:  # noqa: BLE001 - kept for flush(); the replies stay in memory
-                try:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
                 self.error = error
             else:
                 for key, value in rows:
